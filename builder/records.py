@@ -76,9 +76,13 @@ def text_fields(kind: str) -> list[str]:
 
 def record_id(kind: str, rec: dict) -> str:
     """sha256 of the kind's content fields: the same content gets the same id in every format."""
-    values = [rec.get(name) or "" for name in id_fields(kind)]
-    blob = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+    # Length-prefixed fields: unambiguous, and several times cheaper than canonical JSON at 1 M records.
+    parts = []
+    for name in id_fields(kind):
+        value = rec.get(name)
+        value = "" if value is None else value if type(value) is str else json.dumps(value, sort_keys=True)
+        parts.append(f"{len(value)}:{value}")
+    return hashlib.sha256("|".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------- rows
@@ -249,8 +253,7 @@ def parse_mapping(pairs: Iterable[str]) -> dict[str, str]:
 def to_record(kind: str, data: dict, *, mapping: dict[str, str] | None = None,
               source: str | None = None, where: str | None = None) -> tuple[dict, list[tuple[str, str, str]]]:
     """A parsed dict -> a record of ``kind`` (fields in schema order, id first, meta last) and its
-    id problems. Schema checks are validate's job; this only shapes the record."""
-    data = dict(data)
+    id problems. Schema checks are validate's job; this only shapes the record. ``data`` is consumed."""
     for old, new in (mapping or {}).items():
         if old in data:
             data[new] = data.pop(old)
@@ -263,7 +266,7 @@ def to_record(kind: str, data: dict, *, mapping: dict[str, str] | None = None,
     meta = data.pop("meta", None)
     if isinstance(meta, str) and meta.startswith("{"):
         meta = json.loads(meta)
-    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta = meta if isinstance(meta, dict) else {}
     if source is not None:
         meta.setdefault("source", source if where is None else f"{source}:{where}")
     problems = []
@@ -325,7 +328,7 @@ def write_records(path: str | Path, records: list[dict], kind: str | None = None
         elif suffix == ".parquet":
             import polars as pl
 
-            pl.DataFrame([_flat(rec) for rec in records], infer_schema_length=None).write_parquet(tmp)
+            _frame(records).write_parquet(tmp)
         elif suffix == ".csv":
             _write_csv(tmp, records, kind)
         else:
@@ -343,9 +346,19 @@ def _json_layout(records: list[dict], kind: str | None):
     return records
 
 
-def _flat(rec: dict) -> dict:
-    """Parquet and CSV have no free-form nested objects: meta (and other dicts) travel as JSON text."""
-    return {k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v for k, v in rec.items()}
+def _frame(records: list[dict]):
+    """Records as a polars frame built column by column (no per-record copies: 1 M records fit in
+    memory). Parquet has no free-form nested objects: meta (and other dicts) travel as JSON text."""
+    import polars as pl
+
+    columns = list(dict.fromkeys(k for rec in records for k in rec))
+    data = {}
+    for name in columns:
+        values = [rec.get(name) for rec in records]
+        if any(isinstance(v, dict) for v in values):
+            values = [json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v for v in values]
+        data[name] = values
+    return pl.DataFrame(data, strict=False)
 
 
 def _write_csv(tmp: Path, records: list[dict], kind: str | None) -> None:

@@ -16,7 +16,7 @@ from builder.errors import BadInput, Problem
 from builder.records import kind_of, read_rows, schema, text_fields, to_record
 
 # Normalisation for near-duplicates and contamination: case, punctuation and spacing do not count.
-_NON_WORD = r"[^\p{L}\p{N}]+"
+NON_WORD = r"[^\p{L}\p{N}]+"
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,8 @@ def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, sema
     (ingest does this; validate keeps the provenance records already carry)."""
     kind = kind_of(kind)
     result = Result(source, kind)
-    records, wheres, row_problems = [], [], []
+    records, wheres = [], []
+    row_problems: dict[int, list] = {}  # only the records that have problems
     columns: list[str] | None = None
     from builder.progress import progress
 
@@ -141,14 +142,16 @@ def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, sema
         rec, problems = to_record(kind, row.data, mapping=mapping,
                                   source=source if stamp_source else None, where=row.where)
         problems += schema_problems(kind, rec, columns=columns)
+        if problems:
+            row_problems[len(records)] = problems
         records.append(rec)
         wheres.append(row.where)
-        row_problems.append(problems)
     if semantic and records:
-        _semantic(kind, records, wheres, row_problems, limits, _eval_prompts(against) if against else None)
-    for rec, where, problems in zip(records, wheres, row_problems):
+        _semantic(kind, records, wheres, row_problems, limits, eval_prompts(against) if against else None)
+    for index, rec in enumerate(records):
+        problems = row_problems.get(index)
         if problems:
-            _quarantine(result, where, problems, record=rec)
+            _quarantine(result, wheres[index], problems, record=rec)
         else:
             result.good.append(rec)
     result.stats = _stats(result, kind, semantic)
@@ -163,11 +166,11 @@ def _quarantine(result: Result, where: str, problems: list[tuple[str, str, str]]
     result.problems.extend(Problem(result.source, where, f, m, c) for f, m, c in problems)
 
 
-def _semantic(kind, records, wheres, row_problems, limits: Limits, evals) -> None:
+def _semantic(kind, records, wheres, row_problems: dict[int, list], limits: Limits, evals) -> None:
     import polars as pl
 
     texts = text_fields(kind)
-    valid = [i for i, p in enumerate(row_problems) if not p]  # cross-record checks see schema-valid rows
+    valid = [i for i in range(len(records)) if i not in row_problems]  # cross-record checks see schema-valid rows
     if not valid:
         return
     frame = pl.DataFrame({
@@ -175,44 +178,54 @@ def _semantic(kind, records, wheres, row_problems, limits: Limits, evals) -> Non
         "id": [records[i]["id"] for i in valid],
         **{name: [records[i].get(name) or "" for i in valid] for name in texts},
     }, schema={"i": pl.Int64, "id": pl.String, **{name: pl.String for name in texts}})
-    norm = lambda col: pl.col(col).str.to_lowercase().str.replace_all(_NON_WORD, " ").str.strip_chars()
-    frame = frame.with_columns(
-        pl.concat_str([norm(n) for n in texts], separator=" | ").alias("_key"),
+    norm = lambda col: pl.col(col).str.to_lowercase().str.replace_all(NON_WORD, " ").str.strip_chars()
+    # One lazy pass; the near-duplicate key is kept as a 64-bit hash, not a string, to save memory.
+    checks = frame.lazy().select(
+        "i", "id",
+        pl.concat_str([norm(n) for n in texts], separator=" | ").hash().alias("_key"),
         *[pl.col(n).str.strip_chars().str.len_chars().eq(0).alias(f"_empty_{n}") for n in texts],
         *[pl.col(n).str.len_chars().alias(f"_len_{n}") for n in texts],
-    )
+        *([(pl.col("chosen").str.strip_chars() == pl.col("rejected").str.strip_chars()).alias("_same")]
+          if kind == "preference" else []),
+    ).collect(engine="streaming")
 
-    def flag(mask, field_name, message, code):
-        rows = frame.filter(mask)
-        for i in rows["i"].to_list():
-            row_problems[i].append((field_name, message(i) if callable(message) else message, code))
+    def add(i, problem):
+        row_problems.setdefault(i, []).append(problem)
 
     for name in texts:
-        flag(pl.col(f"_empty_{name}"), name, "empty or whitespace only", "empty")
-        over = frame.filter(pl.col(f"_len_{name}") > limits.max_chars)
+        for i in checks.filter(pl.col(f"_empty_{name}"))["i"].to_list():
+            add(i, (name, "empty or whitespace only", "empty"))
+        over = checks.filter(pl.col(f"_len_{name}") > limits.max_chars)
         for i, n in zip(over["i"].to_list(), over[f"_len_{name}"].to_list()):
-            row_problems[i].append((name, f"{n} characters, over the limit of {limits.max_chars} "
-                                          "(validate.max_chars in params.yaml)", "too-long"))
+            add(i, (name, f"{n} characters, over the limit of {limits.max_chars} "
+                          "(validate.max_chars in params.yaml)", "too-long"))
     if kind == "preference":
-        flag(pl.col("chosen").str.strip_chars() == pl.col("rejected").str.strip_chars(),
-             "chosen", "same text as rejected: not a preference", "chosen-equals-rejected")
+        for i in checks.filter(pl.col("_same"))["i"].to_list():
+            add(i, ("chosen", "same text as rejected: not a preference", "chosen-equals-rejected"))
 
     # Exact duplicates share an id (the id is the content hash); the first one seen is kept.
-    first_of_id = dict(frame.group_by("id", maintain_order=True).agg(pl.col("i").first()).iter_rows())
-    flag(pl.col("id").is_duplicated() & ~pl.col("id").is_first_distinct(), "id",
-         lambda i: f"duplicate of {wheres[first_of_id[records[i]['id']]]}", "duplicate")
+    dup = checks.filter(pl.col("id").is_duplicated())
+    first_of_id: dict[str, int] = {}
+    for i, rid in dup.select("i", "id").iter_rows():
+        if rid in first_of_id:
+            add(i, ("id", f"duplicate of {wheres[first_of_id[rid]]}", "duplicate"))
+        else:
+            first_of_id[rid] = i
     if limits.near_duplicates:
-        distinct = frame.filter(pl.col("id").is_first_distinct())
-        first_of_key = dict(distinct.group_by("_key", maintain_order=True).agg(pl.col("i").first()).iter_rows())
-        near = distinct.filter(pl.col("_key").is_duplicated() & ~pl.col("_key").is_first_distinct())
-        for i, key in zip(near["i"].to_list(), near["_key"].to_list()):
-            row_problems[i].append(("id", f"near-duplicate of {wheres[first_of_key[key]]} "
-                                          "(same text up to case, punctuation and spacing)", "near-duplicate"))
+        distinct = checks.filter(pl.col("id").is_first_distinct())
+        near = distinct.filter(pl.col("_key").is_duplicated())
+        first_of_key: dict[int, int] = {}
+        for i, key in near.select("i", "_key").iter_rows():
+            if key in first_of_key:
+                add(i, ("id", f"near-duplicate of {wheres[first_of_key[key]]} "
+                              "(same text up to case, punctuation and spacing)", "near-duplicate"))
+            else:
+                first_of_key[key] = i
     if evals is not None:
-        _contamination(frame, texts[0], evals, limits.contamination_ngram, row_problems)
+        contamination(frame, texts[0], evals, limits.contamination_ngram, row_problems)
 
 
-def _eval_prompts(paths: list[str]):
+def eval_prompts(paths: list[str]):
     """Normalised eval prompts with their origin, from files in any eval layout."""
     import polars as pl
 
@@ -224,34 +237,39 @@ def _eval_prompts(paths: list[str]):
             rec, _ = to_record("eval", {"suite": path, **row.data} if "suite" not in row.data else row.data)
             origins.append(f"{path}:{row.where}")
             prompts.append(" ".join(filter(None, [rec.get("instruction"), rec.get("input")])))
-    norm = pl.Series(prompts, dtype=pl.String).str.to_lowercase().str.replace_all(_NON_WORD, " ").str.strip_chars()
+    norm = pl.Series(prompts, dtype=pl.String).str.to_lowercase().str.replace_all(NON_WORD, " ").str.strip_chars()
     return list(zip(norm.to_list(), origins))
 
 
-def _contamination(frame, prompt_field: str, evals, ngram: int, row_problems) -> None:
-    """A record leaks an eval prompt when it equals it or shares a run of ``ngram`` words with it
-    (GPT-3-style n-gram overlap; short eval prompts must appear whole)."""
+def contamination(frame, prompt_field: str, evals, ngram: int, row_problems) -> None:
+    """A record leaks an eval prompt when it shares a run of ``ngram`` words with it (GPT-3-style
+    n-gram overlap); an eval prompt shorter than that leaks only when a record's prompt equals it."""
     import polars as pl
 
-    pattern_origin: dict[str, str] = {}
+    gram_origin: dict[str, str] = {}
+    whole_origin: dict[str, str] = {}
     for text, origin in evals:
         words = text.split()
-        if not words:
-            continue
-        grams = [" ".join(words[k:k + ngram]) for k in range(len(words) - ngram + 1)] if len(words) >= ngram else [text]
-        for gram in grams:
-            pattern_origin.setdefault(f" {gram} ", origin)
-    if not pattern_origin:
-        return
-    patterns = list(pattern_origin)
-    padded = pl.lit(" ") + pl.col(prompt_field).str.to_lowercase().str.replace_all(_NON_WORD, " ").str.strip_chars() + pl.lit(" ")
-    hits = frame.select("i", padded.alias("_p")).filter(pl.col("_p").str.contains_any(patterns))
-    if hits.is_empty():
-        return
-    matched = hits.select("i", pl.col("_p").str.extract_many(patterns).alias("_m"))
-    for i, found in matched.iter_rows():
-        origin = pattern_origin[found[0]] if found else "an eval prompt"
-        row_problems[i].append((prompt_field, f"overlaps eval prompt {origin}", "contaminated"))
+        if len(words) >= ngram:
+            for k in range(len(words) - ngram + 1):
+                gram_origin.setdefault(f" {' '.join(words[k:k + ngram])} ", origin)
+        elif words:
+            whole_origin.setdefault(text, origin)
+    normalized = frame.select("i", pl.col(prompt_field).str.to_lowercase().str.replace_all(NON_WORD, " ")
+                              .str.strip_chars().alias("_p"))
+    hits: dict[int, str] = {}
+    if whole_origin:
+        for i, text in normalized.filter(pl.col("_p").is_in(list(whole_origin))).iter_rows():
+            hits[i] = whole_origin[text]
+    if gram_origin:
+        patterns = list(gram_origin)
+        padded = normalized.select("i", (pl.lit(" ") + pl.col("_p") + pl.lit(" ")).alias("_p"))
+        matched = padded.filter(pl.col("_p").str.contains_any(patterns)).select(
+            "i", pl.col("_p").str.extract_many(patterns).alias("_m"))
+        for i, found in matched.iter_rows():
+            hits.setdefault(i, gram_origin[found[0]] if found else "an eval prompt")
+    for i, origin in hits.items():
+        row_problems.setdefault(i, []).append((prompt_field, f"overlaps eval prompt {origin}", "contaminated"))
 
 
 # ------------------------------------------------------------------------------------------- stats

