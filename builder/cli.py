@@ -113,6 +113,7 @@ def validate(
     against: Annotated[Optional[list[str]], typer.Option(help="Eval suite to check for contamination (repeatable).")] = None,
     map_: MapOpt = None,
     max_chars: Annotated[Optional[int], typer.Option(help="Longest text field allowed [params: validate.max_chars].")] = None,
+    allow_quarantine: Annotated[bool, typer.Option(help="Exit 0 when bad records were quarantined (for pipelines).")] = False,
 ) -> None:
     """Check records: schema, empty text, chosen == rejected, length, duplicates, eval leaks.
 
@@ -125,8 +126,291 @@ def validate(
     if outcome.problems:
         report_problems(outcome.problems, outcome.shown)
     say(outcome.message)
-    if outcome.problems:
+    if outcome.problems and not (allow_quarantine and quarantine is not None):
         raise typer.Exit(2)
+
+
+@app.command()
+@command
+def mix(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output SFT file (.json Alpaca list like the seeds', .jsonl, .parquet).")] = ...,
+    general: Annotated[Optional[str], typer.Option(help="General instruction data (SFT) [params: mix.general].")] = None,
+    safety: Annotated[Optional[str], typer.Option(help="Safety source: SFT, preference or response records [params: mix.safety].")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Safety examples to add (per task with --task mix) [params: mix.n].")] = None,
+    task: Annotated[Optional[str], typer.Option(help="none|case|cloze|sentiment|summarize|translate|mix: cross-task defense examples [params: mix.task].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the draw [params: mix.seed].")] = None,
+    refusal: Annotated[Optional[str], typer.Option(help="Refusal for documents from response records [params: mix.refusal].")] = None,
+    against: Annotated[Optional[list[str]], typer.Option(help="Eval suite no example may leak (repeatable) [params: validate.against].")] = None,
+    safety_kind: Annotated[Optional[str], typer.Option(help="sft|preferences|responses, when the fields do not tell.")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="Manifest JSON (seed, n, sources' sha256, safety ids) [default: OUT's stem + .manifest.json].")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Composition report JSON (a DVC metric).")] = None,
+) -> None:
+    """General instruction data + N safety examples drawn with a seed (nested across N).
+
+    Example: builder mix --general alpaca.json --safety safety_only_data_Instructions.json --n 300 --out saferpaca_300.json
+    """
+    from builder.config import pick, section
+    from builder.stages.mix import DEFAULT_REFUSAL, DEFAULT_SEED, mix as run_mix
+
+    params, checks = section("mix"), section("validate")
+    missing = [f"--{name}" for name, value in (("general", pick(general, params, "general")),
+                                               ("safety", pick(safety, params, "safety")),
+                                               ("n", pick(n, params, "n"))) if value is None]
+    if missing:
+        raise BadInput(f"{' and '.join(missing)} required (or set them in params.yaml under mix:)")
+    outcome = run_mix(pick(general, params, "general"), pick(safety, params, "safety"), pick(n, params, "n"), out,
+                      task=pick(task, params, "task", "none"), seed=pick(seed, params, "seed", DEFAULT_SEED),
+                      refusal=pick(refusal, params, "refusal", DEFAULT_REFUSAL),
+                      against=against if against else checks.get("against", []),
+                      ngram=checks.get("contamination_ngram", 8), safety_kind=safety_kind,
+                      manifest=manifest, report=report)
+    say(outcome.message)
+
+
+# Options shared by every LLM stage (induce, filter, respond, judge, score); None = take params.yaml.
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="hf (local transformers) | openai (any OpenAI-compatible server) [params: llm.backend].")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="smollm2-135m (packaged), a local folder, a hub id, or the served model name [params: llm.model].")]
+BaseUrlOpt = Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible server URL, e.g. http://gpu1:8000/v1 (repeatable: round robin).")]
+AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="LoRA adapter folder (hf) or served adapter name (openai).")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Only the first N input records.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="hf: prompts per generate call [params: llm.batch_size].")]
+ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", help="openai: requests in flight [params: llm.concurrency].")]
+MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens to generate (always sent explicitly).")]
+TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", help="0 = greedy.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Ignore cached completions (new ones are still stored).")]
+RejectsOpt = Annotated[Optional[Path], typer.Option("--rejects", help="Write each failed record here with its reason (JSONL).")]
+
+
+@app.command()
+@command
+def induce(
+    in_: Annotated[str, typer.Option("--in", "-i", help="Response records (any readable format).")] = ...,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Instruction records (.jsonl, .json, .parquet, .csv).")] = ...,
+    rejects: RejectsOpt = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    adapter: AdapterOpt = None,
+    template: Annotated[Optional[str], typer.Option("--template", help="Preset (safer_instruct_reverse, alpaca, llama2) or a .json/.txt file [params: induce.template].")] = None,
+    n_candidates: Annotated[Optional[int], typer.Option("--n-candidates", help="Instructions kept per response (needs --temperature > 0 when > 1).")] = None,
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    seed: SeedOpt = None,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Induce the instruction each response answers (Safer-Instruct's reversed template).
+
+    Example: builder induce --in data/valid/responses.jsonl --out data/induced/instructions.jsonl --rejects rejects.jsonl
+    """
+    from builder.stages.induce import induce as run
+
+    outcome = run(in_, out, rejects=rejects, backend=backend, model=model, base_urls=base_url, adapter=adapter,
+                  concurrency=concurrency, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens,
+                  temperature=temperature, seed=seed, template=template, n_candidates=n_candidates,
+                  use_cache=not no_cache)
+    say(outcome.message)
+
+
+cache_app = typer.Typer(help="The LLM completion cache ($BUILDER_CACHE or ~/.cache/builder).\n\nExample: builder cache stats",
+                        no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("stats")
+@command
+def cache_stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stats as JSON.")] = False,
+) -> None:
+    """How many completions are cached, for which models, what they cost, and the size on disk."""
+    import json
+
+    from builder.llm.cache import Cache
+
+    cache = Cache()
+    stats = cache.stats()
+    cache.close()
+    if as_json:
+        typer.echo(json.dumps(stats, indent=2))
+        return
+    typer.echo(f"{stats['path']}: {stats['completions']} completions, {stats['bytes'] / 1e6:.1f} MB, "
+               f"${stats['cost_usd']:.4f} spent, tokens {stats['prompt_tokens']} in / {stats['completion_tokens']} out")
+    for row in stats["by_model"]:
+        typer.echo(f"  {row['backend']:7} {row['model']}: {row['completions']} (${row['cost_usd']:.4f})")
+
+
+@cache_app.command("prune")
+@command
+def cache_prune(
+    older_than: Annotated[Optional[float], typer.Option("--older-than", help="Remove completions stored more than DAYS ago.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Remove completions of this model.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Remove every completion.")] = False,
+) -> None:
+    """Remove cached completions (a rerun then pays for them again).
+
+    Example: builder cache prune --older-than 30
+    """
+    from builder.llm.cache import Cache
+
+    if older_than is None and model is None and not all_:
+        raise BadInput("say what to prune: --older-than DAYS, --model NAME or --all")
+    cache = Cache()
+    removed = cache.prune(older_than_days=older_than, model=model, everything=all_)
+    cache.close()
+    say(f"removed {removed} cached completions from {cache.path}")
+
+
+@cache_app.command("model")
+@command
+def cache_model(
+    name: Annotated[str, typer.Argument(help="A packaged model name.")] = "smollm2-135m",
+) -> None:
+    """Print the local folder of a model (converting the packaged GGUF once), e.g. for `transformers serve`."""
+    from builder.llm.models import resolve
+
+    typer.echo(resolve(name).path)
+
+
+# --- the Safer-Instruct stages after induce -----------------------------------------------------
+
+LLM_FLAGS = {"backend": BackendOpt, "model": ModelOpt, "base_url": BaseUrlOpt, "adapter": AdapterOpt,
+             "batch_size": BatchSizeOpt, "concurrency": ConcurrencyOpt}
+GEN_FLAGS = {"max_new_tokens": MaxNewTokensOpt, "temperature": TemperatureOpt, "seed": SeedOpt}
+
+
+def llm_stage(fn):
+    """Give a command the options every LLM stage shares, passed on as ``llm_flags`` and ``gen_flags``
+    dicts (None = not given: params.yaml decides), plus ``limit`` and ``use_cache``."""
+    import inspect
+
+    shared = {**LLM_FLAGS, **GEN_FLAGS, "limit": LimitOpt}
+    signature = inspect.signature(fn, eval_str=True)  # real Annotated types, for Typer
+    own = [p for p in signature.parameters.values() if p.name not in ("llm_flags", "gen_flags", "use_cache", *shared)]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None)
+             for name, annotation in shared.items()]
+    added.append(inspect.Parameter("no_cache", inspect.Parameter.KEYWORD_ONLY, annotation=NoCacheOpt, default=False))
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        llm_flags = {name: kwargs.pop(name) for name in LLM_FLAGS}
+        gen_flags = {name: kwargs.pop(name) for name in GEN_FLAGS}
+        use_cache = not kwargs.pop("no_cache")
+        return fn(**kwargs, llm_flags=llm_flags, gen_flags=gen_flags, use_cache=use_cache)
+
+    wrapper.__signature__ = signature.replace(parameters=own + added)
+    return wrapper
+
+
+InOpt = Annotated[str, typer.Option("--in", "-i", help="Input records (any readable format).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output records (.jsonl, .json, .parquet, .csv).")]
+MetricsOpt = Annotated[Optional[Path], typer.Option("--metrics", help="Write counts in/out/rejected by reason and category (JSON, a DVC metric).")]
+
+
+@app.command("filter")
+@command
+@llm_stage
+def filter_(in_: InOpt = ..., out: OutOpt = ..., rejects: RejectsOpt = None, metrics: MetricsOpt = None,
+            quality: Annotated[Optional[bool], typer.Option("--quality/--no-quality", help="Also ask the expert for a 1-5 quality score [params: filter.quality].")] = None,
+            limit=None, llm_flags=None, gen_flags=None, use_cache=True) -> None:
+    """Drop low-quality induced instructions (heuristics, optional expert score), each with its reason.
+
+    Example: builder filter --in data/induced/instructions.jsonl --out data/filtered/instructions.jsonl --rejects rejects.jsonl
+    """
+    from builder.metrics import summary_line
+    from builder.stages.filter import run
+
+    say(summary_line(run(in_, out, rejects=rejects, metrics=metrics, quality=quality, limit=limit, use_cache=use_cache,
+                         llm_flags=llm_flags, gen_flags=gen_flags), out))
+
+
+@app.command()
+@command
+@llm_stage
+def respond(in_: InOpt = ..., out: OutOpt = ..., rejects: RejectsOpt = None, metrics: MetricsOpt = None,
+            system: Annotated[Optional[str], typer.Option("--system", help="System prompt: preset or file [params: respond.system].")] = None,
+            limit=None, llm_flags=None, gen_flags=None, use_cache=True) -> None:
+    """The expert writes the preferred (safe) response; the harmful text becomes `rejected`.
+
+    Example: builder respond --in data/filtered/instructions.jsonl --out data/responded/pairs.jsonl --backend openai --model gpt-4o
+    """
+    from builder.metrics import summary_line
+    from builder.stages.respond import run
+
+    say(summary_line(run(in_, out, rejects=rejects, metrics=metrics, system=system, limit=limit, use_cache=use_cache,
+                         llm_flags=llm_flags, gen_flags=gen_flags), out))
+
+
+@app.command()
+@command
+@llm_stage
+def judge(in_: InOpt = ..., out: OutOpt = ..., rejects: RejectsOpt = None, metrics: MetricsOpt = None,
+          mode: Annotated[Optional[str], typer.Option("--mode", help="json (structured verdict) | logprob (yes/no log-probabilities, for small local models) [params: judge.mode].")] = None,
+          limit=None, llm_flags=None, gen_flags=None, use_cache=True) -> None:
+    """The expert keeps only good pairs: a verdict per pair, the keep rule from params (judge.keep).
+
+    Example: builder judge --in data/responded/pairs.jsonl --out data/judged/pairs.jsonl --rejects judge_rejects.jsonl
+    """
+    from builder.metrics import summary_line
+    from builder.stages.judge import run
+
+    say(summary_line(run(in_, out, rejects=rejects, metrics=metrics, mode=mode, limit=limit, use_cache=use_cache,
+                         llm_flags=llm_flags, gen_flags=gen_flags), out))
+
+
+@app.command()
+@command
+def pairs(
+    in_: InOpt = ...,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: a Hugging Face dataset (parquet per split).")] = ...,
+    test_size: Annotated[Optional[float], typer.Option(help="Share of each category held out as test_prefs [params: pairs.test_size].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the split [params: pairs.seed].")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Eval suite whose prompts must not appear (repeatable) [params: validate.against].")] = None,
+    export: Annotated[Optional[list[str]], typer.Option(help="Also write: conversational (TRL messages) | csv (Safer-Instruct layout) [params: pairs.exports].")] = None,
+    rejects: RejectsOpt = None,
+    metrics: MetricsOpt = None,
+) -> None:
+    """Final preference pairs: de-duplicated, eval-clean, split by category, as a Hugging Face dataset.
+
+    Example: builder pairs --in data/judged/pairs.jsonl --out data/pairs --exclude evals/I-CoNa.json --export csv
+    """
+    from builder.config import pick, section
+    from builder.metrics import summary_line
+    from builder.stages.pairs import pairs as run
+    from builder.validate import Limits
+
+    params, checks = section("pairs"), section("validate")
+    limits = Limits(max_chars=checks.get("max_chars", Limits.max_chars),
+                    near_duplicates=checks.get("near_duplicates", Limits.near_duplicates),
+                    contamination_ngram=checks.get("contamination_ngram", Limits.contamination_ngram))
+    metrics_out = run(in_, out, test_size=pick(test_size, params, "test_size", 0.1), seed=pick(seed, params, "seed", 0),
+                      exclude=exclude or checks.get("against", []), exports=export or params.get("exports", []),
+                      limits=limits, rejects_path=rejects, metrics_path=metrics)
+    say(summary_line(metrics_out, out) + "; splits: " + ", ".join(f"{k} {v}" for k, v in metrics_out["splits"].items()))
+
+
+@app.command()
+@command
+def show(
+    record_id: Annotated[str, typer.Argument(help="A record id (16 hex digits).")],
+    in_: Annotated[Optional[list[Path]], typer.Option("--in", "-i", help="Files or folders to search [default: data/].")] = None,
+) -> None:
+    """Print a record and its lineage: every stage it passed, back to its source line.
+
+    Example: builder show 3f2a9c0d1b7e4a55
+    """
+    from builder.lineage import describe
+
+    roots = in_ or [Path("data")]
+    missing = [str(r) for r in roots if not r.exists()]
+    if missing:
+        raise BadInput(f"no such file or folder: {', '.join(missing)}")
+    lines = describe(record_id, roots)
+    typer.echo("\n".join(lines))
+    if lines and lines[0].endswith("not found under " + ", ".join(map(str, roots))):
+        raise typer.Exit(1)
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m builder`

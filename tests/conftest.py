@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.llm_fixtures"]  # LLM fixtures: transformers serve, fault server, session BUILDER_CACHE
+
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO.parent / "shared" / "seed-data"
 

@@ -1,0 +1,152 @@
+"""One interface for LLM calls, on a laptop CPU (transformers) or an OpenAI-compatible fleet (vLLM,
+OpenAI, ...), that never loses a record and never pays twice.
+
+    from builder.llm import LLMSpec, GenParams, Request, run_requests
+    spec = LLMSpec.from_params(section("induce"), model=cli_model)
+    outcome = run_requests(spec, [Request(key, prompt=p, params=GenParams(max_new_tokens=64))], desc="induce")
+    outcome.completions[key].text ; outcome.failures ; print(outcome.summary)
+
+Every request ends in exactly one of ``outcome.completions`` / ``outcome.failures``. This module stays
+import-light: torch, transformers and openai load only when a backend actually runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from builder.llm.base import Backend, Completion, Failure, GenParams, Request, RunStats
+
+__all__ = ["LLMSpec", "Outcome", "Summary", "run_requests", "gen_params", "GenParams", "Request", "Completion",
+           "Failure", "Backend", "LLM_KEYS", "GEN_KEYS"]
+
+BACKENDS = ("hf", "openai")
+
+
+@dataclass
+class LLMSpec:
+    """Which model, where, and how hard to push it. Built from params (``llm:`` defaults + a stage's
+    section) with command-line flags on top: ``LLMSpec.from_params(section("induce"), model=...)``."""
+
+    backend: str = "hf"
+    model: str = "smollm2-135m"
+    base_urls: list[str] = field(default_factory=list)  # several: round robin, a failing one cooled down
+    adapter: str | None = None  # hf: a PEFT folder; openai: the adapter's served name (vLLM --lora-modules)
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never written anywhere
+    concurrency: int = 16  # openai: requests in flight
+    batch_size: int = 8  # hf: prompts per generate call
+    timeout_s: float = 120.0  # openai: per request
+    max_retries: int = 6  # openai: retries per request (408/409/429/5xx, timeouts, dropped connections, bad bodies)
+    prices: dict = field(default_factory=dict)  # model -> {input: $ per 1M tokens, output: $ per 1M tokens}
+    load_in_8bit: bool = False  # hf on CUDA (bitsandbytes)
+    load_in_4bit: bool = False
+    use_chat_template: bool | None = None  # None: when the model has one (hf) / chat endpoint (openai); False: raw prompt (openai: /v1/completions)
+    batch_api: bool = False  # openai: the Batch API (half price, up to 24 h) instead of online calls
+    batch_poll_s: float = 30.0
+    backoff_s: float = 0.5  # first retry delay; doubles each attempt, with jitter, capped at max_backoff_s
+    max_backoff_s: float = 60.0
+    cooldown_s: float = 30.0  # longest pause of a failing base URL
+
+    def __post_init__(self):
+        from builder.errors import BadInput
+
+        if self.backend not in BACKENDS:
+            raise BadInput(f"--backend {self.backend!r}: accepted: {', '.join(BACKENDS)}")
+        if isinstance(self.base_urls, str):
+            self.base_urls = [self.base_urls]
+        self.base_urls = [u.rstrip("/") for u in self.base_urls]
+        for name in ("concurrency", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_retries < 0:
+            raise BadInput(f"max_retries must be >= 0, got {self.max_retries}")
+
+    @classmethod
+    def from_params(cls, section: dict, defaults: dict | None = None, **cli_overrides) -> LLMSpec:
+        """params ``llm:`` (shared defaults) < the stage's section < command-line flags (None = not given).
+        ``base_url`` (a string or a list) and ``base_urls`` are both accepted."""
+        if defaults is None:
+            from builder.config import section as read_section
+
+            defaults = read_section("llm")
+        merged: dict = {}
+        for source in (defaults or {}, section or {}, {k: v for k, v in cli_overrides.items() if v is not None}):
+            for key, value in source.items():
+                if key in ("base_url", "base_urls"):
+                    if value in (None, [], ()):
+                        continue
+                    key, value = "base_urls", [value] if isinstance(value, str) else list(value)
+                merged[key] = value
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in merged.items() if k in names})
+
+
+LLM_KEYS = tuple(f.name for f in fields(LLMSpec)) + ("base_url",)
+GEN_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "num_beams", "seed", "stop")
+
+
+def gen_params(section: dict, defaults: dict | None = None, **cli_overrides) -> GenParams:
+    """GenParams from params (``llm:`` < stage section < flags). max_new_tokens must be set somewhere."""
+    from builder.errors import BadInput
+
+    if defaults is None:
+        from builder.config import section as read_section
+
+        defaults = read_section("llm")
+    merged = {}
+    for source in (defaults or {}, section or {}, {k: v for k, v in cli_overrides.items() if v is not None}):
+        merged.update({k: v for k, v in source.items() if k in GEN_KEYS})
+    if "max_new_tokens" not in merged:
+        raise BadInput("max_new_tokens is not set: give --max-new-tokens or set it in params.yaml "
+                       "(it is always sent explicitly; silent server defaults truncate outputs)")
+    if "stop" in merged:
+        merged["stop"] = tuple([merged["stop"]] if isinstance(merged["stop"], str) else merged["stop"] or ())
+    try:
+        return GenParams(**merged)
+    except (TypeError, ValueError) as e:
+        raise BadInput(f"generation params: {e}") from None
+
+
+@dataclass
+class Summary:
+    total: int = 0
+    done: int = 0  # completions, cached ones included
+    cached: int = 0  # answered from the cache (no request sent)
+    retried: int = 0  # requests that succeeded or failed only after retries
+    failed: int = 0
+    prompt_tokens: int = 0  # spent in this run (cached completions cost nothing again)
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        line = (f"{self.done}/{self.total} done ({self.cached} from cache), {self.retried} retried, "
+                f"{self.failed} failed; tokens {self.prompt_tokens} in / {self.completion_tokens} out")
+        if self.cost_usd:
+            line += f"; cost ${self.cost_usd:.4f}"
+        line += f"; {self.seconds:.1f}s"
+        return line
+
+    def as_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass
+class Outcome:
+    completions: dict[str, Completion]
+    failures: dict[str, Failure]
+    summary: Summary
+
+
+def run_requests(spec: LLMSpec, requests, *, use_cache: bool = True, desc: str = "llm",
+                 rejects_path: str | Path | None = None, cache=None, backend: Backend | None = None) -> Outcome:
+    """Run every request: from the cache when it holds the answer, else through the backend, writing
+    each completion to the cache as it arrives. ``use_cache=False`` ignores cached answers (new ones are
+    still stored). ``rejects_path`` gets one JSON line per failure (request, reason, raw output)."""
+    from builder.llm.runner import run
+
+    return run(spec, list(requests), use_cache=use_cache, desc=desc, rejects_path=rejects_path, cache=cache,
+               backend=backend)

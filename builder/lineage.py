@@ -1,0 +1,63 @@
+"""`builder show ID`: where a record is, and where it came from, stage by stage, back to its source line.
+
+Every stage keeps its parent's id in meta (respond: meta.respond.instruction_id / response_id; induce:
+the instruction's response_id), so the chain can be followed through the pipeline's outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# meta keys that name a parent record (stage -> field)
+PARENT_LINKS = (("respond", "instruction_id"), ("respond", "response_id"))
+
+
+def find(record_id: str, roots: list[Path]) -> list[tuple[Path, dict]]:
+    """Every record with this id in the .jsonl files under ``roots`` (a cheap text test before parsing)."""
+    needle = f'"id": "{record_id}"'
+    hits = []
+    for root in roots:
+        files = [root] if root.is_file() else sorted(root.rglob("*.jsonl"))
+        for path in files:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if needle in line:
+                        rec = json.loads(line)
+                        if rec.get("id") == record_id:
+                            hits.append((path, rec))
+    return hits
+
+
+def parents(rec: dict) -> list[str]:
+    meta = rec.get("meta") or {}
+    found = [meta.get(stage, {}).get(name) for stage, name in PARENT_LINKS if isinstance(meta.get(stage), dict)]
+    found.append(rec.get("response_id"))
+    return list(dict.fromkeys(p for p in found if p and p != rec.get("id")))
+
+
+def describe(record_id: str, roots: list[Path], depth: int = 0, seen: set | None = None) -> list[str]:
+    seen = set() if seen is None else seen
+    if record_id in seen:
+        return []
+    seen.add(record_id)
+    pad = "  " * depth
+    hits = find(record_id, roots)
+    if not hits:
+        return [f"{pad}{record_id}: not found under {', '.join(map(str, roots))}"]
+    rec = hits[-1][1]
+    lines = [f"{pad}{record_id} in {', '.join(str(p) for p, _ in hits)}"]
+    for name in ("prompt", "instruction", "text", "chosen", "rejected", "response", "category"):
+        if rec.get(name):
+            value = str(rec[name]).replace("\n", " ")
+            lines.append(f"{pad}  {name}: {value[:160]}{'…' if len(value) > 160 else ''}")
+    meta = rec.get("meta") or {}
+    if meta.get("source"):
+        lines.append(f"{pad}  source: {meta['source']}")
+    for stage, info in meta.items():
+        if isinstance(info, dict):
+            shown = {k: v for k, v in info.items() if k not in ("params", "p_yes") and not k.endswith("_id")}
+            lines.append(f"{pad}  {stage}: {json.dumps(shown, ensure_ascii=False)[:300]}")
+    for parent in parents(rec):
+        lines += describe(parent, roots, depth + 1, seen)
+    return lines

@@ -1,0 +1,152 @@
+"""A content-addressed store of completions: SQLite in WAL mode, one row per completion, written as
+each one arrives. A stage killed at any moment loses at most the requests it had in flight; a rerun
+finds every completed prompt here and sends nothing for it.
+
+The key is ``base.cache_key`` (sha256 of backend kind, model, adapter, prompt or messages, params).
+The cache holds what the model returned, before any parsing, so a parse rule can change without
+paying again. It lives outside DVC outs (``$BUILDER_CACHE`` or the user's cache folder) because DVC
+deletes a stage's outs before rerunning it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from builder.llm.base import Completion
+from builder.llm.models import cache_dir
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS completions (
+    key TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    choice_logprobs TEXT,
+    created_at TEXT NOT NULL,
+    stored REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS completions_stored ON completions(stored);
+CREATE TABLE IF NOT EXISTS batches (
+    input_hash TEXT PRIMARY KEY,
+    batch_id TEXT NOT NULL,
+    base_url TEXT NOT NULL,
+    created REAL NOT NULL,
+    status TEXT NOT NULL
+);
+"""
+
+
+def default_path() -> Path:
+    return cache_dir() / "completions.sqlite"
+
+
+class Cache:
+    """Thread-safe (one connection, a lock); safe across processes (WAL, busy timeout)."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # durable across a killed process (not a power cut)
+        self.db.execute("PRAGMA busy_timeout=60000")
+        self.db.executescript(_SCHEMA)
+
+    # ------------------------------------------------------------------------------ completions
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Completion]:
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, Completion] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in self.db.execute(
+                        "SELECT key, model, text, finish_reason, prompt_tokens, completion_tokens, cost_usd, "
+                        f"choice_logprobs, created_at FROM completions WHERE key IN ({marks})", chunk):
+                    key, model, text, finish, pt, ct, cost, lp, created = row
+                    found[key] = Completion("", text, finish, pt, ct, cost, model, True,
+                                            json.loads(lp) if lp else None, created)
+        return found
+
+    def put(self, key: str, backend: str, completion: Completion, replace_old: bool = False) -> None:
+        lp = json.dumps(completion.choice_logprobs) if completion.choice_logprobs is not None else None
+        with self._lock:
+            self.db.execute(
+                f"INSERT OR {'REPLACE' if replace_old else 'IGNORE'} INTO completions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (key, backend, completion.model, completion.text, completion.finish_reason,
+                 completion.prompt_tokens, completion.completion_tokens, completion.cost_usd, lp,
+                 completion.created_at, time.time()))
+
+    # ------------------------------------------------------------------------------ batches
+
+    def batch_for(self, input_hash: str) -> tuple[str, str, str] | None:
+        with self._lock:
+            row = self.db.execute("SELECT batch_id, base_url, status FROM batches WHERE input_hash=?",
+                                  (input_hash,)).fetchone()
+        return tuple(row) if row else None
+
+    def remember_batch(self, input_hash: str, batch_id: str, base_url: str, status: str) -> None:
+        with self._lock:
+            self.db.execute("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?)",
+                            (input_hash, batch_id, base_url, time.time(), status))
+
+    def batches(self) -> list[tuple]:
+        with self._lock:
+            return self.db.execute("SELECT batch_id, base_url, status, created FROM batches ORDER BY created").fetchall()
+
+    # ------------------------------------------------------------------------------ operator
+
+    def stats(self) -> dict:
+        with self._lock:
+            total = self.db.execute("SELECT COUNT(*), COALESCE(SUM(cost_usd),0), COALESCE(SUM(prompt_tokens),0), "
+                                    "COALESCE(SUM(completion_tokens),0), MIN(stored), MAX(stored) FROM completions").fetchone()
+            by_model = self.db.execute("SELECT backend, model, COUNT(*), COALESCE(SUM(cost_usd),0) FROM completions "
+                                       "GROUP BY backend, model ORDER BY COUNT(*) DESC").fetchall()
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        return {
+            "path": str(self.path),
+            "completions": total[0],
+            "cost_usd": round(total[1], 6),
+            "prompt_tokens": total[2],
+            "completion_tokens": total[3],
+            "oldest": _iso(total[4]),
+            "newest": _iso(total[5]),
+            "bytes": size,
+            "by_model": [{"backend": b, "model": m, "completions": n, "cost_usd": round(c, 6)} for b, m, n, c in by_model],
+        }
+
+    def prune(self, *, older_than_days: float | None = None, model: str | None = None, everything: bool = False) -> int:
+        clauses, args = [], []
+        if older_than_days is not None:
+            clauses.append("stored < ?")
+            args.append(time.time() - older_than_days * 86400)
+        if model is not None:
+            clauses.append("model = ?")
+            args.append(model)
+        if not clauses and not everything:
+            raise ValueError("prune needs --older-than, --model or --all")
+        where = " AND ".join(clauses) if clauses else "1=1"
+        with self._lock:
+            n = self.db.execute(f"DELETE FROM completions WHERE {where}", args).rowcount
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.db.execute("VACUUM")
+        return n
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+
+def _iso(t: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else None

@@ -1,0 +1,399 @@
+"""Any OpenAI-compatible server (OpenAI, vLLM, TGI, `transformers serve`, ...): an async client with a
+bounded number of requests in flight, retries with exponential backoff and jitter (honouring
+Retry-After), a per-request timeout, several base URLs at once (round robin; a failing one is cooled
+down), token usage and cost, JSON-schema output where the server supports it, and the Batch API.
+
+The API key is read from the environment variable named by ``LLMSpec.api_key_env`` and never written
+anywhere (not in the cache, the rejects file, provenance or logs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import math
+import os
+import random
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from builder.errors import BadInput, RunFailed
+from builder.llm.base import Completion, Emit, Failure, Request, RunStats, now_iso
+
+OPENAI_URL = "https://api.openai.com/v1"
+RETRY_STATUS = {408, 409, 429}
+BATCH_LIMIT = 50_000  # requests per batch file (OpenAI's limit)
+BATCH_DISCOUNT = 0.5
+
+
+class Retryable(Exception):
+    def __init__(self, reason: str, raw: str | None = None, retry_after: float | None = None, endpoint_fault: bool = True):
+        super().__init__(reason)
+        self.reason, self.raw, self.retry_after, self.endpoint_fault = reason, raw, retry_after, endpoint_fault
+
+
+class Rejected(Exception):
+    """The server refused this request for good (400, 422, ...): no retry."""
+
+    def __init__(self, reason: str, raw: str | None = None):
+        super().__init__(reason)
+        self.reason, self.raw = reason, raw
+
+
+@dataclass
+class Endpoint:
+    url: str
+    client: object
+    cool_until: float = 0.0
+    failures_in_a_row: int = 0
+    schema_ok: bool = True  # server accepts response_format json_schema
+    max_tokens_field: str = "max_tokens"
+
+
+def retry_after_seconds(headers) -> float | None:
+    """Retry-After as seconds (a number or an HTTP date), or retry-after-ms; None when absent."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def price_of(prices: dict, model: str) -> dict | None:
+    """The price entry for a model: exact name, else the longest configured prefix (gpt-4o-2024-08-06 -> gpt-4o)."""
+    if not prices:
+        return None
+    if model in prices:
+        return prices[model]
+    matches = [name for name in prices if model.startswith(name)]
+    return prices[max(matches, key=len)] if matches else None
+
+
+def cost_of(prices: dict, model: str, prompt_tokens: int, completion_tokens: int, factor: float = 1.0) -> float:
+    price = price_of(prices, model)
+    if not price:
+        return 0.0
+    return factor * (prompt_tokens * float(price.get("input", 0)) + completion_tokens * float(price.get("output", 0))) / 1e6
+
+
+class OpenAIBackend:
+    kind = "openai"
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.base_urls = list(spec.base_urls) or [os.environ.get("OPENAI_BASE_URL", OPENAI_URL).rstrip("/")]
+        key = os.environ.get(spec.api_key_env)
+        if not key:
+            if any(u.startswith(OPENAI_URL) for u in self.base_urls):
+                raise BadInput(f"the openai backend needs an API key in ${spec.api_key_env} for {OPENAI_URL} "
+                               "(or pass --base-url for a local/vLLM server)")
+            key = "EMPTY"  # local servers (vLLM, transformers serve) accept any key
+        self._key = key
+        from builder.llm.models import packaged_name, resolve
+
+        model = spec.model
+        if packaged_name(model):  # a packaged model served locally (transformers serve DIR): the server names it DIR
+            model = resolve(model).path
+        self.model = spec.adapter or model  # vLLM serves LoRA adapters under their own model names
+        self.chat = spec.use_chat_template is not False
+        self.prices = spec.prices or {}
+
+    def identity(self) -> dict:
+        # Base URLs are not part of the key: every replica of a fleet serves the same model.
+        return {"backend": "openai", "model": self.model, "adapter": self.spec.adapter,
+                "endpoint": "chat" if self.chat else "completions"}
+
+    # ----------------------------------------------------------------------------- request bodies
+
+    def body(self, r: Request, endpoint: Endpoint | None = None) -> dict:
+        p = r.params
+        if p.num_beams != 1:
+            raise BadInput("num_beams > 1 (beam search) is not part of the OpenAI API; use --backend hf or num_beams: 1")
+        chat = self.chat or r.messages is not None
+        body: dict = {"model": self.model}
+        if chat:
+            body["messages"] = r.messages_list()
+        else:
+            body["prompt"] = r.prompt
+        body[endpoint.max_tokens_field if endpoint else "max_tokens"] = p.max_new_tokens
+        body["temperature"] = p.temperature
+        if p.top_p != 1.0:
+            body["top_p"] = p.top_p
+        if p.seed is not None:
+            body["seed"] = p.seed
+        if p.stop:
+            body["stop"] = list(p.stop)
+        if p.top_k:
+            body["top_k"] = p.top_k  # vLLM extension (sent in the body)
+        if r.choices is not None:
+            if not chat:
+                body["logprobs"] = 20
+            else:
+                body["logprobs"] = True
+                body["top_logprobs"] = 20
+            body[endpoint.max_tokens_field if endpoint else "max_tokens"] = 1
+        if r.json_schema is not None and (endpoint is None or endpoint.schema_ok) and chat:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "output", "schema": r.json_schema}}
+        return body
+
+    def parse(self, r: Request, data, factor: float = 1.0) -> Completion | Failure:
+        """A response body (dict or openai model) -> Completion; raises Retryable on a malformed body."""
+        if hasattr(data, "model_dump"):
+            data = data.model_dump()
+        if not isinstance(data, dict) or not data.get("choices"):
+            raise Retryable("malformed response body (no choices)", raw=_short(data))
+        choice = data["choices"][0]
+        if "message" in choice:
+            text = (choice.get("message") or {}).get("content") or ""
+        else:
+            text = choice.get("text") or ""
+        usage = data.get("usage") or {}
+        pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        cost = cost_of(self.prices, self.spec.model if self.spec.model in self.prices else self.model, pt, ct, factor)
+        model = data.get("model") or self.model
+        if r.choices is not None:
+            scores = _choice_logprobs(choice, r.choices)
+            if scores is None:
+                return Failure(r.key, "the server returned no logprobs; scoring choices needs logprobs/top_logprobs "
+                                      "(vLLM and OpenAI give them, `transformers serve` does not): use --backend hf",
+                               raw=text)
+            if all(v == -math.inf for v in scores.values()):
+                return Failure(r.key, "none of the choices is among the server's top logprobs", raw=text)
+            best = max(r.choices, key=lambda c: scores[c])
+            return Completion(r.key, best, "choices", pt, ct, cost, model, False, scores, now_iso())
+        return Completion(r.key, text, choice.get("finish_reason"), pt, ct, cost, model, False, None, now_iso())
+
+    # ----------------------------------------------------------------------------- online
+
+    def run(self, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats) -> None:
+        if not items:
+            return
+        for _, r in items:
+            self.body(r)  # bad params fail before anything is sent
+        if self.spec.batch_api:
+            from builder.llm.batch import run_batch
+
+            return run_batch(self, items, emit, stats)
+        coro = self._run_async(items, emit, stats)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        # Called from inside an event loop (a notebook): run ours in a thread.
+        errors = []
+        thread = threading.Thread(target=lambda: _capture(errors, asyncio.run, coro))
+        thread.start()
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    def _client(self, url: str):
+        import openai
+
+        return openai.AsyncOpenAI(base_url=url, api_key=self._key, max_retries=0, timeout=self.spec.timeout_s)
+
+    async def _run_async(self, items, emit: Emit, stats: RunStats) -> None:
+        self.endpoints = [Endpoint(url, self._client(url)) for url in self.base_urls]
+        self._rr = 0
+        queue: asyncio.Queue = asyncio.Queue()
+        for item in items:
+            queue.put_nowait(item)
+        fatal: list[BaseException] = []
+
+        async def worker():
+            while not fatal:
+                try:
+                    ck, r = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                try:
+                    result = await self._one(r, stats)
+                except RunFailed as e:
+                    fatal.append(e)
+                    return
+                emit(ck, result)
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(int(self.spec.concurrency), len(items)))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            for ep in self.endpoints:
+                await ep.client.close()
+        if fatal:
+            raise fatal[0]
+
+    def _pick(self) -> Endpoint:
+        """Round robin over endpoints that are not cooling down; if all are, the one that recovers first."""
+        now = time.monotonic()
+        n = len(self.endpoints)
+        for i in range(n):
+            ep = self.endpoints[(self._rr + i) % n]
+            if ep.cool_until <= now:
+                self._rr = (self._rr + i + 1) % n
+                return ep
+        return min(self.endpoints, key=lambda e: e.cool_until)
+
+    async def _one(self, r: Request, stats: RunStats) -> Completion | Failure:
+        attempt = 0
+        while True:
+            ep = self._pick()
+            stats.sent += 1
+            try:
+                result = await self._call(ep, r)
+                ep.failures_in_a_row = 0
+                if isinstance(result, Completion):
+                    stats.prompt_tokens += result.prompt_tokens
+                    stats.completion_tokens += result.completion_tokens
+                    stats.cost_usd += result.cost_usd
+                if attempt:
+                    stats.retried += 1
+                return result
+            except Rejected as e:
+                if attempt:
+                    stats.retried += 1
+                return Failure(r.key, e.reason, e.raw)
+            except Retryable as e:
+                attempt += 1
+                stats.retries += 1
+                if e.endpoint_fault or e.retry_after:
+                    ep.failures_in_a_row += 1
+                    pause = e.retry_after if e.retry_after is not None else min(
+                        self.spec.cooldown_s, self.spec.backoff_s * 2 ** (ep.failures_in_a_row - 1))
+                    if len(self.endpoints) > 1:
+                        ep.cool_until = max(ep.cool_until, time.monotonic() + pause)
+                if attempt > self.spec.max_retries:
+                    stats.retried += 1
+                    return Failure(r.key, f"gave up after {attempt} attempts; last error: {e.reason} ({ep.url})", e.raw)
+                delay = min(self.spec.max_backoff_s, self.spec.backoff_s * 2 ** (attempt - 1))
+                delay = delay / 2 + random.uniform(0, delay / 2)  # jitter: retries do not arrive in waves
+                if e.retry_after is not None:
+                    delay = max(delay, e.retry_after)
+                await asyncio.sleep(delay)
+
+    async def _call(self, ep: Endpoint, r: Request) -> Completion | Failure:
+        import openai
+
+        body = self.body(r, ep)
+        resource = ep.client.chat.completions if "messages" in body else ep.client.completions
+        try:
+            data = await resource.create(**_typed(body))
+        except openai.APITimeoutError:
+            raise Retryable(f"timeout after {self.spec.timeout_s:g}s") from None
+        except openai.APIConnectionError as e:
+            cause = e.__cause__ or e
+            raise Retryable(f"connection error: {type(cause).__name__}: {cause}".strip()) from None
+        except openai.APIStatusError as e:
+            status = e.status_code
+            raw = _body_text(e)
+            if status in RETRY_STATUS or status >= 500:
+                return_after = retry_after_seconds(getattr(e.response, "headers", None))
+                raise Retryable(f"HTTP {status}", raw=raw, retry_after=return_after,
+                                endpoint_fault=status != 409) from None
+            if status in (401, 403):
+                raise RunFailed(f"HTTP {status} from {ep.url}: the key in ${self.spec.api_key_env} was refused") from None
+            if status == 404:
+                raise RunFailed(f"HTTP 404 from {ep.url}: no model {self.model!r} there (or no such endpoint); "
+                                f"{raw[:200] if raw else ''}") from None
+            lowered = (raw or "").lower()
+            if status in (400, 422) and "response_format" in body and ("response_format" in lowered or "json_schema" in lowered):
+                ep.schema_ok = False  # the server does not do structured output: ask again, parse tolerantly
+                raise Retryable("server does not support response_format; retrying without it", raw=raw,
+                                endpoint_fault=False) from None
+            if status == 400 and ep.max_tokens_field == "max_tokens" and "max_tokens" in lowered and "max_completion_tokens" in lowered:
+                ep.max_tokens_field = "max_completion_tokens"
+                raise Retryable("server wants max_completion_tokens; retrying", raw=raw, endpoint_fault=False) from None
+            raise Rejected(f"HTTP {status}: {_short(raw, 300)}", raw=raw) from None
+        except openai.APIResponseValidationError as e:
+            raise Retryable("response body is not valid JSON", raw=_body_text(e)) from None
+        except ValueError as e:  # a body that does not parse as JSON
+            raise Retryable(f"response body is not valid JSON ({type(e).__name__})", raw=str(e)[:500]) from None
+        if isinstance(data, str):
+            raise Retryable("response body is not JSON", raw=data[:2000])
+        return self.parse(r, data)
+
+    def close(self) -> None:
+        pass
+
+
+# openai's typed create() wants known keyword names; anything else travels in extra_body.
+_KNOWN = {"model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed",
+          "stop", "logprobs", "top_logprobs", "response_format"}
+
+
+def _typed(body: dict) -> dict:
+    kwargs = {k: v for k, v in body.items() if k in _KNOWN}
+    extra = {k: v for k, v in body.items() if k not in _KNOWN}
+    if extra:
+        kwargs["extra_body"] = extra
+    return kwargs
+
+
+def _choice_logprobs(choice: dict, choices: tuple[str, ...]) -> dict[str, float] | None:
+    """log P(choice) from the first generated token's top logprobs (single-token choices such as Yes/No
+    are exact; longer ones are scored by their first token)."""
+    top: list[tuple[str, float]] = []
+    lp = choice.get("logprobs")
+    if not lp:
+        return None
+    if lp.get("content"):  # chat
+        first = lp["content"][0]
+        top = [(t["token"], t["logprob"]) for t in first.get("top_logprobs") or []] or [(first["token"], first["logprob"])]
+    elif lp.get("top_logprobs"):  # completions
+        top = list((lp["top_logprobs"][0] or {}).items())
+    if not top:
+        return None
+    scores = {}
+    for c in choices:
+        want = c.strip()
+        exact = [v for t, v in top if t.strip() == want]
+        prefix = [v for t, v in top if t.strip() and want.startswith(t.strip())]
+        values = exact or prefix
+        scores[c] = math.log(sum(math.exp(v) for v in values)) if values else -math.inf
+    return scores
+
+
+def _body_text(e) -> str | None:
+    response = getattr(e, "response", None)
+    try:
+        return response.text if response is not None else None
+    except Exception:  # a streamed or closed body
+        return None
+
+
+def _short(value, n: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str) if value is not None else ""
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _capture(errors, fn, *args):
+    try:
+        fn(*args)
+    except BaseException as e:  # re-raised in the caller's thread
+        errors.append(e)
+
+
+def input_hash(lines: list[str]) -> str:
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+
+

@@ -1,0 +1,142 @@
+"""run_requests: cache first, backend for the rest, every request ends in exactly one result."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from builder.llm.base import Completion, Failure, Request, RunStats, cache_key
+
+
+def make_backend(spec):
+    if spec.backend == "hf":
+        from builder.llm.hf import HFBackend
+
+        return HFBackend(spec)
+    from builder.llm.openai import OpenAIBackend
+
+    return OpenAIBackend(spec)
+
+
+def _postprocess(request: Request, completion: Completion) -> Completion | Failure:
+    """Deterministic checks on what the model returned (the cache keeps the raw answer)."""
+    completion = replace(completion, key=request.key)
+    if request.json_schema is not None:
+        from builder.llm.parse import parse_with_schema
+
+        value, reason = parse_with_schema(completion.text, request.json_schema)
+        if reason:
+            return Failure(request.key, f"unparseable structured output: {reason}", raw=completion.text)
+        completion.text = json.dumps(value, ensure_ascii=False)
+    return completion
+
+
+def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_path=None, cache=None, backend=None):
+    from builder.llm import Outcome, Summary
+    from builder.llm.cache import Cache
+
+    started = time.monotonic()
+    seen = set()
+    for r in requests:
+        if r.key in seen:
+            raise ValueError(f"duplicate request key {r.key!r}: every request needs its own key")
+        seen.add(r.key)
+    backend = backend or make_backend(spec)
+    identity = backend.identity()
+    by_ck: dict[str, list[Request]] = {}
+    for r in requests:
+        by_ck.setdefault(cache_key(identity, r), []).append(r)
+
+    own_cache = cache is None or isinstance(cache, (str, Path))
+    store = Cache(cache) if own_cache else cache
+    completions: dict[str, Completion] = {}
+    failures: dict[str, Failure] = {}
+    summary = Summary(total=len(requests))
+    stats = RunStats()
+    try:
+        hits = store.get_many(by_ck) if use_cache else {}
+        for ck, completion in hits.items():
+            for r in by_ck[ck]:
+                _settle(r, _postprocess(r, completion), completions, failures)
+        summary.cached = sum(len(by_ck[ck]) for ck in hits)
+        todo = [(ck, rs[0]) for ck, rs in by_ck.items() if ck not in hits]
+
+        bar = _progress_bar(desc, total=len(requests), initial=summary.cached)
+
+        def emit(ck: str, result: Completion | Failure) -> None:
+            if ck not in by_ck or ck in pending_done:
+                return
+            pending_done.add(ck)
+            if isinstance(result, Completion):
+                store.put(ck, identity["backend"], result, replace_old=not use_cache)
+                for r in by_ck[ck]:
+                    _settle(r, _postprocess(r, result), completions, failures)
+            else:
+                for r in by_ck[ck]:
+                    _settle(r, replace(result, key=r.key), completions, failures)
+            bar.update(len(by_ck[ck]))
+            if stats.cost_usd or stats.retries or failures:
+                bar.set_postfix_str(f"${stats.cost_usd:.4f} retries={stats.retries} failed={len(failures)}", refresh=False)
+
+        pending_done: set[str] = set()
+        backend.store = store  # the Batch API keeps its batch ids beside the completions
+        try:
+            if todo:
+                backend.run(todo, emit, stats)
+        finally:
+            bar.close()
+            backend.close()
+        for ck, r in todo:
+            if ck not in pending_done:  # a backend must emit once per item; never leave a record unaccounted for
+                for rr in by_ck[ck]:
+                    _settle(rr, Failure(rr.key, "no result from the backend (interrupted?)"), completions, failures)
+    finally:
+        if own_cache:
+            store.close()
+
+    summary.done = len(completions)
+    summary.failed = len(failures)
+    summary.retried = stats.retried
+    summary.prompt_tokens = stats.prompt_tokens
+    summary.completion_tokens = stats.completion_tokens
+    summary.cost_usd = stats.cost_usd
+    summary.notes = stats.notes
+    summary.seconds = time.monotonic() - started
+    if rejects_path is not None:
+        write_rejects(rejects_path, [r for r in requests if r.key in failures], failures)
+    assert len(completions) + len(failures) == len(requests)
+    return Outcome(completions, failures, summary)
+
+
+def _progress_bar(desc: str, total: int, initial: int):
+    """Rate, ETA and (in the postfix) cost so far, on stderr; silent when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(desc=desc, total=total, initial=initial, unit="req", disable=None, dynamic_ncols=True,
+                mininterval=0.5, smoothing=0.05)
+
+
+def _settle(r: Request, result, completions: dict, failures: dict) -> None:
+    if isinstance(result, Completion):
+        failures.pop(r.key, None)
+        completions[r.key] = result
+    else:
+        failures[r.key] = result
+
+
+def write_rejects(path, requests: list[Request], failures: dict[str, Failure]) -> None:
+    from builder.records import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for r in requests:
+            fail = failures[r.key]
+            row = {"key": r.key, "reason": fail.reason, "raw": fail.raw}
+            if r.prompt is not None:
+                row["prompt"] = r.prompt
+            else:
+                row["messages"] = [{"role": a, "content": b} for a, b in r.messages]
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"{len(requests)} failed requests written to {path} with their reasons", file=sys.stderr)

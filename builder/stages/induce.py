@@ -1,0 +1,140 @@
+"""induce: write the instruction each response answers (Safer-Instruct's reversed induction).
+
+Each response record's text fills the template (default ``safer_instruct_reverse``, whose ``{output}``
+is the response); the model's continuation is the instruction. ``n_candidates`` K > 1 keeps K sampled
+instructions per response (seeds seed, seed+1, ...). Every record carries its provenance in ``meta``
+(model, backend, template name and hash, params, created_at from the cache entry, so a rerun writes
+byte-identical output). Failed requests and empty instructions go to the rejects file with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from builder.config import pick, section
+from builder.errors import BadInput, RunFailed
+from builder.records import atomic_path, load_records, to_record, write_records
+
+DEFAULT_TEMPLATE = "safer_instruct_reverse"
+
+
+def template_fields(rec: dict) -> dict:
+    """What a template can use from a response record: the text under the names the seeds use."""
+    text = rec.get("text") or ""
+    return {"output": text, "text": text, "response": text, "category": rec.get("category") or "",
+            "id": rec.get("id") or "", "input": ""}
+
+
+FIELDS = tuple(template_fields({}))
+
+
+def clean_instruction(text: str, response_split: str | None = None) -> str:
+    """The instruction from the raw continuation: up to the next template section, trimmed."""
+    text = text.strip()
+    for marker in ("\n### ", "### response:", "### Response:"):
+        cut = text.find(marker)
+        if cut >= 0:
+            text = text[:cut]
+    if text.startswith("### Instruction:"):
+        text = text[len("### Instruction:"):]
+    return text.strip()
+
+
+@dataclass
+class InduceOutcome:
+    written: int
+    rejected: int
+    responses: int
+    message: str
+    summary: object = None
+    rejects: list[dict] = field(default_factory=list)
+
+
+def induce(in_path: str, out: Path, *, rejects: Path | None = None, backend: str | None = None,
+           model: str | None = None, base_urls: list[str] | None = None, adapter: str | None = None,
+           concurrency: int | None = None, batch_size: int | None = None, limit: int | None = None,
+           max_new_tokens: int | None = None, temperature: float | None = None, seed: int | None = None,
+           template: str | None = None, n_candidates: int | None = None, use_cache: bool = True) -> InduceOutcome:
+    from builder.llm import LLMSpec, Request, gen_params, run_requests
+    from builder.prompts import load_template
+
+    params = section("induce")
+    spec = LLMSpec.from_params(params, backend=backend, model=model, base_url=base_urls or None, adapter=adapter,
+                               concurrency=concurrency, batch_size=batch_size)
+    gp = gen_params(params, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    tpl = load_template(pick(template, params, "template", DEFAULT_TEMPLATE))
+    tpl.check_fields(FIELDS)  # before any record is read or any request is sent
+    k = int(pick(n_candidates, params, "n_candidates", 1))
+    if k < 1:
+        raise BadInput(f"--n-candidates must be at least 1, got {k}")
+    if k > 1 and gp.greedy:
+        raise BadInput(f"--n-candidates {k} with temperature 0 would give {k} identical instructions; "
+                       "set --temperature (e.g. 0.7) so each candidate is sampled with its own seed")
+    limit = pick(limit, params, "limit")
+    records = load_records(str(in_path), "response")
+    if limit is not None:
+        if int(limit) < 0:
+            raise BadInput(f"--limit must be >= 0, got {limit}")
+        records = records[: int(limit)]
+
+    requests, origin = [], {}
+    for n, rec in enumerate(records):
+        prompt = tpl.render(**template_fields(rec))
+        for i in range(k):
+            key = f"{n}:{rec['id']}" + (f":{i}" if k > 1 else "")
+            p = replace(gp, seed=gp.seed + i) if k > 1 else gp
+            requests.append(Request(key, prompt=prompt, params=p))
+            origin[key] = (rec, i, prompt)
+
+    outcome = run_requests(spec, requests, use_cache=use_cache, desc="induce")
+
+    written, rejected, seen = [], [], set()
+    for req in requests:
+        rec, i, prompt = origin[req.key]
+        reject = {"response_id": rec["id"], "text": rec["text"], "category": rec.get("category"), "candidate": i,
+                  "prompt": prompt}
+        if req.key in outcome.failures:
+            fail = outcome.failures[req.key]
+            rejected.append({**reject, "reason": fail.reason, "raw": fail.raw})
+            continue
+        c = outcome.completions[req.key]
+        instruction = clean_instruction(c.text, tpl.response_split)
+        if not instruction:
+            rejected.append({**reject, "reason": "empty instruction", "raw": c.text})
+            continue
+        meta = {"stage": "induce", "source": (rec.get("meta") or {}).get("source") or rec.get("source"),
+                "model": c.model, "backend": spec.backend, "adapter": spec.adapter,
+                "template": tpl.as_meta(), "params": req.params.as_dict(), "candidate": i,
+                "finish_reason": c.finish_reason, "created_at": c.created_at}
+        data = {"instruction": instruction, "response": rec["text"], "response_id": rec["id"],
+                "category": rec.get("category"), "meta": meta}
+        record, _ = to_record("instruction", data)
+        if record["id"] in seen:  # two candidates that came out the same
+            rejected.append({**reject, "reason": "duplicate of another candidate", "raw": c.text})
+            continue
+        seen.add(record["id"])
+        written.append(record)
+
+    if requests and not written and len(outcome.failures) == len(requests):
+        first = next(iter(outcome.failures.values()))
+        if rejects is not None:
+            _write_rejects(rejects, rejected)
+        raise RunFailed(f"induce: every request failed ({len(requests)}); first reason: {first.reason}"
+                        + (f"; all are in {rejects}" if rejects else ""))
+    write_records(out, written, "instruction")
+    if rejects is not None:
+        _write_rejects(rejects, rejected)
+    message = (f"induced {len(written)} instructions from {len(records)} responses into {out}"
+               + (f" ({k} candidates each)" if k > 1 else "")
+               + (f"; {len(rejected)} rejected" + (f" -> {rejects}" if rejects else " (add --rejects PATH to keep them)")
+                  if rejected else "")
+               + f"\nllm ({spec.backend}, {spec.model}): {outcome.summary}")
+    return InduceOutcome(len(written), len(rejected), len(records), message, outcome.summary, rejected)
+
+
+def _write_rejects(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
