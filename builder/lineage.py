@@ -24,6 +24,8 @@ def find(record_id: str, roots: list[Path]) -> list[tuple[Path, dict]]:
                 for line in f:
                     if needle in line:
                         rec = json.loads(line)
+                        if isinstance(rec.get("record"), dict) and "reason" in rec:  # a rejects-file line
+                            rec = {**rec["record"], "_rejected": f"{rec.get('stage')}: {rec['reason']} ({rec.get('detail', '')})"}
                         if rec.get("id") == record_id:
                             hits.append((path, rec))
     return hits
@@ -45,8 +47,10 @@ def describe(record_id: str, roots: list[Path], depth: int = 0, seen: set | None
     hits = find(record_id, roots)
     if not hits:
         return [f"{pad}{record_id}: not found under {', '.join(map(str, roots))}"]
-    rec = hits[-1][1]
+    kept = [rec for _, rec in hits if "_rejected" not in rec]
+    rec = (kept or [hits[-1][1]])[-1]  # the furthest stage's copy carries the most provenance
     lines = [f"{pad}{record_id} in {', '.join(str(p) for p, _ in hits)}"]
+    lines += [f"{pad}  REJECTED by {r['_rejected']}" for _, r in hits if "_rejected" in r]
     for name in ("prompt", "instruction", "text", "chosen", "rejected", "response", "category"):
         if rec.get(name):
             value = str(rec[name]).replace("\n", " ")

@@ -70,7 +70,7 @@ def _prompt_text(body: dict) -> str:
 
 def _completion(body: dict, chat: bool) -> dict:
     text = _prompt_text(body)
-    answer = reply_for(text)
+    answer = reply_for(text) + (f" v{body['seed']}" if body.get("seed") else "")  # sampled candidates differ by seed
     usage = {"prompt_tokens": len(text.split()), "completion_tokens": len(answer.split()),
              "total_tokens": len(text.split()) + len(answer.split())}
     if chat:
@@ -254,6 +254,8 @@ async def _connection(reader, writer):
                 now = time.monotonic()
                 if st["first_arrival"] is None:
                     st["first_arrival"] = now
+                if STATE.config.get("trace"):
+                    st.setdefault("arrivals", []).append(now)
                 try:
                     kind, response = await _handle_api(path, json.loads(body))
                 finally:

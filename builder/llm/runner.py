@@ -21,6 +21,9 @@ def make_backend(spec):
     return OpenAIBackend(spec)
 
 
+UNPARSEABLE = "unparseable structured output"  # the model answered, but not with JSON matching the schema
+
+
 def _postprocess(request: Request, completion: Completion) -> Completion | Failure:
     """Deterministic checks on what the model returned (the cache keeps the raw answer)."""
     completion = replace(completion, key=request.key)
@@ -29,7 +32,7 @@ def _postprocess(request: Request, completion: Completion) -> Completion | Failu
 
         value, reason = parse_with_schema(completion.text, request.json_schema)
         if reason:
-            return Failure(request.key, f"unparseable structured output: {reason}", raw=completion.text)
+            return Failure(request.key, f"{UNPARSEABLE}: {reason}", raw=completion.text)
         completion.text = json.dumps(value, ensure_ascii=False)
     return completion
 

@@ -9,6 +9,7 @@ must hold for a pair to stay.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ def judge(records: list[dict], out: Path, *, setup: JudgeSetup, llm, gen, use_ca
 
 def _json_verdicts(records, setup: JudgeSetup, llm, gen, use_cache):
     from builder.llm import Request, run_requests
-    from builder.llm.parse import parse_with_schema
+    from builder.llm.runner import UNPARSEABLE
 
     def ask(rec):
         return (("user", setup.template.render(prompt=rec["prompt"], chosen=rec["chosen"], rejected=rec["rejected"])),)
@@ -84,16 +85,13 @@ def _json_verdicts(records, setup: JudgeSetup, llm, gen, use_cache):
                          use_cache=use_cache, desc="judge")
     verdicts, failures, broken = {}, {}, {}
     for rec in records:
-        if rec["id"] in first.failures:
-            f = first.failures[rec["id"]]
-            failures[rec["id"]] = ("llm-failure", f.reason, f.raw)
-            continue
-        text = first.completions[rec["id"]].text
-        value, problem = parse_with_schema(text, VERDICT_SCHEMA)
-        if value is None:
-            broken[rec["id"]] = (text, problem)
+        failure = first.failures.get(rec["id"])
+        if failure is not None and failure.reason.startswith(UNPARSEABLE):
+            broken[rec["id"]] = (failure.raw, failure.reason)  # answered, but not with a verdict: repair
+        elif failure is not None:
+            failures[rec["id"]] = ("llm-failure", failure.reason, failure.raw)
         else:
-            verdicts[rec["id"]] = value
+            verdicts[rec["id"]] = json.loads(first.completions[rec["id"]].text)  # the engine checked the schema
     if broken:  # one repair attempt: show the model its answer and what was wrong with it
         by_id = {r["id"]: r for r in records}
         repairs = [Request(f"{rid}:repair", params=gen, json_schema=VERDICT_SCHEMA, messages=(
@@ -103,13 +101,12 @@ def _json_verdicts(records, setup: JudgeSetup, llm, gen, use_cache):
             for rid, (text, problem) in broken.items()]
         second = run_requests(llm, repairs, use_cache=use_cache, desc="judge: repair")
         for rid, (text, problem) in broken.items():
-            completion = second.completions.get(f"{rid}:repair")
-            value, problem2 = parse_with_schema(completion.text, VERDICT_SCHEMA) if completion else (None, "repair failed")
-            if value is None:
-                raw = text if completion is None else f"{text}\n--- repair ---\n{completion.text}"
-                failures[rid] = ("unparseable-verdict", f"{problem}; after one repair attempt: {problem2}", raw)
+            completion, failure = second.completions.get(f"{rid}:repair"), second.failures.get(f"{rid}:repair")
+            if completion is not None:
+                verdicts[rid] = json.loads(completion.text)
             else:
-                verdicts[rid] = value
+                raw = f"{text}\n--- repair ---\n{failure.raw or ''}"
+                failures[rid] = ("unparseable-verdict", f"{problem}; after one repair attempt: {failure.reason}", raw)
     return verdicts, failures, {"first": first.summary.as_dict()}
 
 

@@ -36,7 +36,10 @@ def pairs(in_path: str, out_dir: Path, *, test_size: float = 0.1, seed: int = 0,
                       "; ".join(f"{p['field']}: {p['message']}" for p in entry["problems"]), raw=entry.get("raw"))
                for entry in result.bad]
     splits = split_by_category(result.good, test_size, seed)
-    out_dir = Path(out_dir)
+    final_dir = Path(out_dir)
+    # Build the whole dataset beside its destination and swap it in: no half-written or stale files.
+    out_dir = final_dir.with_name(f".{final_dir.name}.tmp")
+    shutil.rmtree(out_dir, ignore_errors=True)
     splits = {name: records for name, records in splits.items() if records}  # no empty parquet files
     if not splits:
         raise BadInput(f"{in_path}: no valid preference pairs left ({result.read} read, all rejected); "

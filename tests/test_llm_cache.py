@@ -1,0 +1,102 @@
+"""The completion cache: content-addressed keys, SQLite WAL, stats and prune (API and CLI)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from builder.llm import GenParams, LLMSpec, Request, gen_params
+from builder.llm.base import Completion, cache_key
+from builder.llm.cache import Cache
+from tests.conftest import builder
+
+
+def _c(text="x", model="m", cost=0.0):
+    return Completion("", text, "stop", 3, 2, cost, model, False, None, "2026-01-01T00:00:00Z")
+
+
+def test_cache_key_covers_backend_model_adapter_prompt_params():
+    p = GenParams(max_new_tokens=8)
+    r = Request("a", prompt="hi", params=p)
+    base = {"backend": "hf", "model": "m", "adapter": None}
+    k = cache_key(base, r)
+    assert k == cache_key(base, Request("another record key", prompt="hi", params=p))  # content, not record key
+    assert k != cache_key({**base, "backend": "openai"}, r)
+    assert k != cache_key({**base, "model": "m2"}, r)
+    assert k != cache_key({**base, "adapter": "lora@1"}, r)
+    assert k != cache_key(base, Request("a", prompt="hi!", params=p))
+    assert k != cache_key(base, Request("a", messages=(("user", "hi"),), params=p))
+    assert k != cache_key(base, Request("a", prompt="hi", params=GenParams(max_new_tokens=9)))
+    assert k != cache_key(base, Request("a", prompt="hi", params=GenParams(max_new_tokens=8, seed=1)))
+
+
+def test_genparams_requires_max_new_tokens():
+    with pytest.raises(TypeError):
+        GenParams()  # type: ignore[call-arg]
+    with pytest.raises(ValueError):
+        GenParams(max_new_tokens=0)
+    from builder.errors import BadInput
+
+    with pytest.raises(BadInput, match="max_new_tokens"):
+        gen_params({"temperature": 0.5}, defaults={})
+
+
+def test_spec_from_params_layers_defaults_section_flags():
+    spec = LLMSpec.from_params({"model": "stage-model", "concurrency": 4, "template": "ignored"},
+                               defaults={"backend": "openai", "model": "shared", "base_url": "http://a/v1", "concurrency": 2},
+                               concurrency=None, base_url=["http://b/v1", "http://c/v1/"])
+    assert spec.backend == "openai" and spec.model == "stage-model" and spec.concurrency == 4
+    assert spec.base_urls == ["http://b/v1", "http://c/v1"]
+
+
+def test_put_get_wal_and_persistence(tmp_path):
+    path = tmp_path / "c.sqlite"
+    cache = Cache(path)
+    cache.put("k1", "hf", _c("one"))
+    cache.put("k1", "hf", _c("IGNORED"))  # first answer wins unless asked to replace
+    cache.close()
+    cache = Cache(path)
+    got = cache.get_many(["k1", "k2"])
+    assert list(got) == ["k1"] and got["k1"].text == "one" and got["k1"].cached is True
+    assert got["k1"].created_at == "2026-01-01T00:00:00Z"
+    cache.put("k1", "hf", _c("new"), replace_old=True)
+    assert cache.get_many(["k1"])["k1"].text == "new"
+    cache.close()
+    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_stats_and_prune(tmp_path):
+    cache = Cache(tmp_path / "c.sqlite")
+    for i in range(5):
+        cache.put(f"a{i}", "openai", _c(model="gpt-x", cost=0.01))
+    for i in range(3):
+        cache.put(f"b{i}", "hf", _c(model="smollm2-135m"))
+    s = cache.stats()
+    assert s["completions"] == 8 and s["cost_usd"] == pytest.approx(0.05)
+    assert {(r["model"], r["completions"]) for r in s["by_model"]} == {("gpt-x", 5), ("smollm2-135m", 3)}
+    assert cache.prune(model="gpt-x") == 5
+    assert cache.prune(older_than_days=1) == 0  # all were stored just now
+    assert cache.prune(older_than_days=-1) == 3
+    with pytest.raises(ValueError):
+        cache.prune()
+    cache.close()
+
+
+def test_cache_cli_stats_and_prune(fresh_cache):
+    cache = Cache()
+    for i in range(4):
+        cache.put(f"k{i}", "openai", _c(model="gpt-x", cost=0.5))
+    cache.close()
+    r = builder("cache", "stats", "--json")
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout)
+    assert stats["completions"] == 4 and stats["cost_usd"] == 2.0
+    assert stats["path"].startswith(str(fresh_cache))
+    r = builder("cache", "prune")
+    assert r.returncode == 2 and "--older-than" in r.stderr
+    r = builder("cache", "prune", "--all")
+    assert r.returncode == 0 and "removed 4" in r.stderr
+    assert Cache().stats()["completions"] == 0
