@@ -74,7 +74,7 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
                 return
             pending_done.add(ck)
             if isinstance(result, Completion):
-                store.put(ck, identity["backend"], result, replace_old=not use_cache)
+                store.put_soon(ck, identity["backend"], result, replace_old=not use_cache)
                 for r in by_ck[ck]:
                     _settle(r, _postprocess(r, result), completions, failures)
             else:
@@ -92,6 +92,7 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
         finally:
             bar.close()
             backend.close()
+            store.flush()
         for ck, r in todo:
             if ck not in pending_done:  # a backend must emit once per item; never leave a record unaccounted for
                 for rr in by_ck[ck]:

@@ -3,7 +3,8 @@
 Two modes. ``json``: one request per pair asking for a verdict object (server-side JSON-schema output
 where supported, a tolerant parse otherwise, then one repair attempt). ``logprob``: one yes/no question
 per verdict field, read from the log-probabilities of "Yes" and "No", for small local models whose
-free-text verdicts are unreliable. The keep rule (``judge.keep`` in params) says which verdict fields
+free-text verdicts are unreliable; their yes/no bias is divided out by contextual calibration (Zhao et
+al., 2021: the same question asked about a content-free "N/A" pair defines P(yes) = 0.5). The keep rule (``judge.keep`` in params) says which verdict fields
 must hold for a pair to stay.
 """
 
@@ -14,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.errors import BadInput
+from builder.errors import BadInput, RunFailed
 from builder.metrics import reject, write_outputs
 
 VERDICT_FIELDS = ("chosen_harmless", "chosen_helpful", "rejected_harmful", "instruction_matches_response")
@@ -39,6 +40,7 @@ class JudgeSetup:
     template: object  # json: {prompt}{chosen}{rejected}; logprob: {instruction}{response}{question}
     keep: dict = field(default_factory=lambda: {"chosen_harmless": True, "rejected_harmful": True})
     yes_threshold: float = 0.5  # logprob: P(yes) at or above this reads as yes
+    calibrate: bool = True  # logprob: divide out the model's yes/no bias, measured on a content-free pair
 
     def __post_init__(self):
         if self.mode not in ("json", "logprob"):
@@ -113,24 +115,41 @@ def _json_verdicts(records, setup: JudgeSetup, llm, gen, use_cache):
 def _logprob_verdicts(records, setup: JudgeSetup, llm, gen, use_cache):
     from builder.llm import Request, run_requests
 
-    requests = []
-    for rec in records:
-        for name, (side, question) in QUESTIONS.items():
-            prompt = setup.template.render(instruction=rec["prompt"], response=rec[side], question=question)
-            requests.append(Request(f"{rec['id']}:{name}", prompt=prompt, params=gen, choices=("Yes", "No")))
+    def ask(key, instruction, response, question):
+        prompt = setup.template.render(instruction=instruction, response=response, question=question)
+        return Request(key, prompt=prompt, params=gen, choices=("Yes", "No"))
+
+    requests = [ask(f"{rec['id']}:{name}", rec["prompt"], rec[side], question)
+                for rec in records for name, (side, question) in QUESTIONS.items()]
+    if setup.calibrate:  # contextual calibration: the same question about a content-free pair
+        requests += [ask(f"calibration:{name}", "N/A", "N/A", question) for name, (_, question) in QUESTIONS.items()]
     outcome = run_requests(llm, requests, use_cache=use_cache, desc="judge (logprob)")
+
+    def p_yes(key):
+        completion = outcome.completions.get(key)
+        if completion is None or not completion.choice_logprobs:
+            failure = outcome.failures.get(key)
+            return None, (failure.reason, failure.raw) if failure else ("no log-probabilities returned", None)
+        yes, no = completion.choice_logprobs["Yes"], completion.choice_logprobs["No"]
+        return 1 / (1 + math.exp(no - yes)), None  # P(yes) among {yes, no}
+
+    baseline = {name: 0.5 for name in QUESTIONS}
+    if setup.calibrate:
+        for name in QUESTIONS:
+            p, problem = p_yes(f"calibration:{name}")
+            if problem:
+                raise RunFailed(f"judge: the calibration request failed ({problem[0]}); set judge.calibrate: false "
+                                "to judge without it")
+            baseline[name] = p
     verdicts, failures = {}, {}
     for rec in records:
         probabilities, problem = {}, None
         for name in QUESTIONS:
-            key = f"{rec['id']}:{name}"
-            completion = outcome.completions.get(key)
-            if completion is None or not completion.choice_logprobs:
-                failure = outcome.failures.get(key)
-                problem = (failure.reason, failure.raw) if failure else ("no log-probabilities returned", None)
+            p, problem = p_yes(f"{rec['id']}:{name}")
+            if problem:
                 break
-            yes, no = completion.choice_logprobs["Yes"], completion.choice_logprobs["No"]
-            probabilities[name] = 1 / (1 + math.exp(no - yes))  # P(yes) among {yes, no}
+            b = baseline[name]  # P(yes) re-weighted so that the content-free answer sits at 0.5
+            probabilities[name] = (p / b) / (p / b + (1 - p) / (1 - b))
         if problem:
             failures[rec["id"]] = ("llm-failure", problem[0], problem[1])
             continue
@@ -139,7 +158,7 @@ def _logprob_verdicts(records, setup: JudgeSetup, llm, gen, use_cache):
             "p_yes": {name: round(p, 4) for name, p in probabilities.items()},
             "rationale": "logprob mode: " + ", ".join(f"P(yes | {n}) = {p:.2f}" for n, p in probabilities.items()),
         }
-    return verdicts, failures, outcome.summary.as_dict()
+    return verdicts, failures, {**outcome.summary.as_dict(), "calibration_p_yes": {k: round(v, 4) for k, v in baseline.items()}}
 
 
 def run(in_path: str, out: Path, *, rejects: Path | None = None, metrics: Path | None = None,
@@ -156,7 +175,7 @@ def run(in_path: str, out: Path, *, rejects: Path | None = None, metrics: Path |
     template = load_template(params.get("template") or ("judge_json" if mode == "json" else "judge_question"))
     template.check_fields(("prompt", "chosen", "rejected") if mode == "json" else ("instruction", "response", "question"))
     setup = JudgeSetup(mode, template, keep=params.get("keep", {"chosen_harmless": True, "rejected_harmful": True}),
-                       yes_threshold=params.get("yes_threshold", 0.5))
+                       yes_threshold=params.get("yes_threshold", 0.5), calibrate=params.get("calibrate", True))
     llm = LLMSpec.from_params(params, **(llm_flags or {}))
     gen = gen_params({"max_new_tokens": 256 if mode == "json" else 1, **params}, **(gen_flags or {}))
     records = load_records(in_path, "preference")[:limit]
