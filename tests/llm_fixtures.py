@@ -287,8 +287,17 @@ async def _connection(reader, writer):
 async def serve(port: int) -> None:
     server = await asyncio.start_server(_connection, "127.0.0.1", port, backlog=1024, limit=1 << 24)
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+    parent = os.getppid()
+
+    async def orphan_watch():  # exit with the process that started us, even if it was killed
+        while os.getppid() == parent:
+            await asyncio.sleep(1)
+        os._exit(0)
+
+    watch = asyncio.create_task(orphan_watch())
     async with server:
         await server.serve_forever()
+    watch.cancel()
 
 
 # ------------------------------------------------------------------------------------ client side

@@ -121,3 +121,14 @@ def test_other_presets_are_selectable(faults, fresh_cache, tmp_path, template):
     r = builder("induce", "--in", SAMPLE, "--out", tmp_path / "o.jsonl", "--backend", "openai", "--base-url",
                 faults.url, "--model", "fake", "--template", template)
     assert r.returncode == 2 and "{instruction}" in r.stderr
+
+
+def test_params_sections_are_checked(tmp_path):
+    """A misspelt key in the induce or llm section is bad input (exit 2) naming the key."""
+    src = write_jsonl(tmp_path / "r.jsonl", [{"text": "a text"}])
+    (tmp_path / "params.yaml").write_text("llm:\n  backend: hf\ninduce:\n  temprature: 0.5\n")
+    r = builder("induce", "--in", src, "--out", tmp_path / "o.jsonl", cwd=tmp_path)
+    assert r.returncode == 2 and "temprature" in r.stderr
+    (tmp_path / "params.yaml").write_text("llm:\n  backend: vllm\n")
+    r = builder("induce", "--in", src, "--out", tmp_path / "o.jsonl", cwd=tmp_path)
+    assert r.returncode == 2 and "llm.backend" in r.stderr

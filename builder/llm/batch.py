@@ -34,15 +34,18 @@ def run_batch(backend, items: Sequence[tuple[str, Request]], emit: Emit, stats: 
     url = backend.base_urls[0]
     client = openai.OpenAI(base_url=url, api_key=backend._key, max_retries=5, timeout=backend.spec.timeout_s)
     try:
-        for start in range(0, len(items), BATCH_LIMIT):
-            chunk = list(items[start:start + BATCH_LIMIT])
+        by_path: dict[str, list] = {}  # one batch file serves one endpoint
+        for ck, r in items:
+            body = backend.body(r)
+            path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+            by_path.setdefault(path, []).append((ck, r, body))
+        chunks = [group[i:i + BATCH_LIMIT] for group in by_path.values() for i in range(0, len(group), BATCH_LIMIT)]
+        for rows in chunks:
+            chunk = [(ck, r) for ck, r, _ in rows]
             requests = dict(chunk)
-            lines = []
-            for ck, r in chunk:
-                body = backend.body(r)
-                path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
-                lines.append(json.dumps({"custom_id": ck, "method": "POST", "url": path, "body": body},
-                                        ensure_ascii=False) + "\n")
+            lines = [json.dumps({"custom_id": ck, "method": "POST",
+                                 "url": "/v1/chat/completions" if "messages" in body else "/v1/completions",
+                                 "body": body}, ensure_ascii=False) + "\n" for ck, _, body in rows]
             digest = input_hash(lines)
             known = store.batch_for(digest)
             if known and known[2] not in ("failed", "expired", "cancelled"):

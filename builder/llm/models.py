@@ -120,6 +120,9 @@ def _convert(source: Path, out: Path) -> None:
     print(f"converting the packaged model {source.name} once into {out.parent} (about 20 s)...", file=sys.stderr)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
     model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)

@@ -29,6 +29,8 @@ OPENAI_URL = "https://api.openai.com/v1"
 RETRY_STATUS = {408, 409, 429}
 BATCH_LIMIT = 50_000  # requests per batch file (OpenAI's limit)
 BATCH_DISCOUNT = 0.5
+RAMP_S = 0.002  # delay between worker starts
+RAMP_MAX_S = 0.5  # the whole ramp never takes longer than this
 
 
 class Retryable(Exception):
@@ -145,7 +147,7 @@ class OpenAIBackend:
             body["top_k"] = p.top_k  # vLLM extension (sent in the body)
         if r.choices is not None:
             if not chat:
-                body["logprobs"] = 20
+                body["logprobs"] = 5  # the legacy completions API allows at most 5
             else:
                 body["logprobs"] = True
                 body["top_logprobs"] = 20
@@ -227,8 +229,18 @@ class OpenAIBackend:
         for item in items:
             queue.put_nowait(item)
         fatal: list[BaseException] = []
+        loop = asyncio.get_running_loop()
 
-        async def worker():
+        def record(ck, result):
+            try:
+                emit(ck, result)
+            except BaseException as e:  # surfaced after the workers stop, never swallowed by the loop
+                fatal.append(e)
+
+        async def worker(n: int):
+            # Workers start RAMP_S apart: responses then come back spread out instead of in one burst
+            # that queues behind itself on every round trip (and servers see no thundering herd).
+            await asyncio.sleep(n * min(RAMP_S, RAMP_MAX_S / max(1, int(self.spec.concurrency))))
             while not fatal:
                 try:
                     ck, r = queue.get_nowait()
@@ -239,11 +251,12 @@ class OpenAIBackend:
                 except RunFailed as e:
                     fatal.append(e)
                     return
-                emit(ck, result)
+                loop.call_soon(record, ck, result)  # send the next request first, record this one right after
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(int(self.spec.concurrency), len(items)))]
+        workers = [asyncio.create_task(worker(n)) for n in range(min(int(self.spec.concurrency), len(items)))]
         try:
             await asyncio.gather(*workers)
+            await asyncio.sleep(0)  # the last scheduled records run
         finally:
             for w in workers:
                 w.cancel()
@@ -328,8 +341,8 @@ class OpenAIBackend:
             status = e.status_code
             raw = _body_text(e)
             if status in RETRY_STATUS or status >= 500:
-                return_after = retry_after_seconds(getattr(e.response, "headers", None))
-                raise Retryable(f"HTTP {status}", raw=raw, retry_after=return_after,
+                wait_s = retry_after_seconds(getattr(e.response, "headers", None))
+                raise Retryable(f"HTTP {status}", raw=raw, retry_after=wait_s,
                                 endpoint_fault=status != 409) from None
             if status in (401, 403):
                 raise RunFailed(f"HTTP {status} from {ep.url}: the key in ${self.spec.api_key_env} was refused") from None

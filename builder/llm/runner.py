@@ -81,7 +81,7 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
                 for r in by_ck[ck]:
                     _settle(r, replace(result, key=r.key), completions, failures)
             bar.update(len(by_ck[ck]))
-            if stats.cost_usd or stats.retries or failures:
+            if identity["backend"] == "openai" or stats.retries or failures:
                 bar.set_postfix_str(f"${stats.cost_usd:.4f} retries={stats.retries} failed={len(failures)}", refresh=False)
 
         pending_done: set[str] = set()
