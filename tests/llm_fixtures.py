@@ -46,7 +46,7 @@ class _State:
     def __init__(self):
         self.config = {"latency_s": 0.0, "fault_rate": 0.0, "fault_kinds": list(FAULT_KINDS), "retry_after": "0.05",
                        "hang_s": 30.0, "always_500": "ALWAYS500", "always_400": "ALWAYS400", "seed": 1234,
-                       "batch_polls": 1, "logprobs": False}
+                       "batch_polls": 1, "logprobs": False, "empty_for": "EMPTYOUT", "truncate_for": "TRUNCOUT"}
         self.reset()
 
     def reset(self):
@@ -71,17 +71,22 @@ def _prompt_text(body: dict) -> str:
 def _completion(body: dict, chat: bool) -> dict:
     text = _prompt_text(body)
     answer = reply_for(text) + (f" v{body['seed']}" if body.get("seed") else "")  # sampled candidates differ by seed
+    finish = "stop"
+    if STATE.config["empty_for"] and STATE.config["empty_for"] in text:
+        answer = ""  # a 200 with no text: stages must reject it with a reason, not crash
+    elif STATE.config["truncate_for"] and STATE.config["truncate_for"] in text:
+        finish = "length"  # cut off at max_tokens
     usage = {"prompt_tokens": len(text.split()), "completion_tokens": len(answer.split()),
              "total_tokens": len(text.split()) + len(answer.split())}
     if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+        choice = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}
         if body.get("logprobs") and STATE.config["logprobs"]:
             top = [{"token": "Yes", "logprob": -0.2, "bytes": None}, {"token": "No", "logprob": -1.7, "bytes": None}]
             choice["logprobs"] = {"content": [{"token": "Yes", "logprob": -0.2, "bytes": None, "top_logprobs": top}]}
         return {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
                 "choices": [choice], "usage": usage}
     return {"id": "cmpl-1", "object": "text_completion", "created": int(time.time()), "model": body.get("model"),
-            "choices": [{"index": 0, "text": answer, "finish_reason": "stop", "logprobs": None}], "usage": usage}
+            "choices": [{"index": 0, "text": answer, "finish_reason": finish, "logprobs": None}], "usage": usage}
 
 
 def _response(status: int, body: bytes, content_type: str = "application/json", extra: dict | None = None) -> bytes:
