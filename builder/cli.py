@@ -201,6 +201,7 @@ def induce(
     temperature: TemperatureOpt = None,
     seed: SeedOpt = None,
     no_cache: NoCacheOpt = False,
+    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Write counts in/out/rejected by reason and category (JSON, a DVC metric).")] = None,
 ) -> None:
     """Induce the instruction each response answers (Safer-Instruct's reversed template).
 
@@ -211,7 +212,7 @@ def induce(
     outcome = run(in_, out, rejects=rejects, backend=backend, model=model, base_urls=base_url, adapter=adapter,
                   concurrency=concurrency, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens,
                   temperature=temperature, seed=seed, template=template, n_candidates=n_candidates,
-                  use_cache=not no_cache)
+                  use_cache=not no_cache, metrics=metrics)
     say(outcome.message)
 
 

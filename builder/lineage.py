@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 # meta keys that name a parent record (stage -> field)
-PARENT_LINKS = (("respond", "instruction_id"), ("respond", "response_id"))
+PARENT_LINKS = (("respond", "instruction_id"), ("respond", "response_id"), ("induce", "response_id"))
 
 
 def find(record_id: str, roots: list[Path]) -> list[tuple[Path, dict]]:

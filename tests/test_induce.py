@@ -32,8 +32,8 @@ def test_induce_hf_on_the_sample_with_provenance_and_identical_rerun(fresh_cache
     tpl = load_template("safer_instruct_reverse")
     for rec in records:
         assert rec["instruction"].strip() and rec["response"] in {s["text"] for s in sample}
-        meta = rec["meta"]
-        assert meta["model"] == "smollm2-135m" and meta["backend"] == "hf" and meta["stage"] == "induce"
+        meta = rec["meta"]["induce"]
+        assert meta["model"] == "smollm2-135m" and meta["backend"] == "hf" and meta["response_id"] == rec["response_id"]
         assert meta["template"] == {"name": "safer_instruct_reverse", "hash": tpl.hash}
         assert meta["params"]["max_new_tokens"] == 24 and meta["created_at"]
     v = builder("validate", out, "--kind", "instructions")
@@ -52,7 +52,7 @@ def test_induce_openai_backend_against_transformers_serve(transformers_serve, fr
     assert r.returncode == 0, r.stderr
     records = read_jsonl(out)
     assert len(records) == 4 and all(rec["instruction"] for rec in records)
-    assert {rec["meta"]["backend"] for rec in records} == {"openai"}
+    assert {rec["meta"]["induce"]["backend"] for rec in records} == {"openai"}
 
 
 def test_induce_under_faults_every_response_ends_in_output_or_rejects(faults, fresh_cache, tmp_path):
@@ -71,10 +71,11 @@ def test_induce_under_faults_every_response_ends_in_output_or_rejects(faults, fr
     done, rejected = read_jsonl(out), read_jsonl(rejects)
     by_text = {rec["response"]: rec for rec in done}
     assert len(by_text) == len(done)  # no duplicates
-    assert {rec["response"] for rec in done} | {rec["text"] for rec in rejected} == {row["text"] for row in rows}
-    assert not {rec["response"] for rec in done} & {rec["text"] for rec in rejected}
-    assert all(rec["reason"] for rec in rejected)
-    assert {rec["text"] for rec in rejected if "HTTP 500" in rec["reason"]} >= {f"ALWAYS500 text {i}" for i in range(5)}
+    rejected_texts = {rec["record"]["text"] for rec in rejected}
+    assert {rec["response"] for rec in done} | rejected_texts == {row["text"] for row in rows}
+    assert not {rec["response"] for rec in done} & rejected_texts
+    assert all(rec["reason"] == "llm-failure" and rec["detail"] for rec in rejected)
+    assert {rec["record"]["text"] for rec in rejected if "HTTP 500" in rec["detail"]} >= {f"ALWAYS500 text {i}" for i in range(5)}
     for text, rec in by_text.items():
         assert rec["instruction"] == reply_for(_prompt(text))
     assert sum(faults.stats()["faults"].values()) > 50
@@ -100,7 +101,7 @@ def test_candidates_need_sampling_and_keep_k_per_response(faults, fresh_cache, t
     assert r.returncode == 0, r.stderr
     records = read_jsonl(out)
     assert len(records) == 6
-    assert sorted(rec["meta"]["params"]["seed"] for rec in records) == [10, 10, 11, 11, 12, 12]
+    assert sorted(rec["meta"]["induce"]["params"]["seed"] for rec in records) == [10, 10, 11, 11, 12, 12]
     assert len({rec["instruction"] for rec in records}) == 6
 
 

@@ -135,7 +135,7 @@ def test_jsonl_output_keeps_ids_categories_and_provenance(tmp_path):
                                             out="mix.jsonl", safety=SAMPLE / "responses.jsonl")
     assert result.returncode == 0, result.stderr
     drawn = read_jsonl(out)[150:]
-    assert [r["meta"]["source_id"] for r in drawn] == load(manifest)["safety_ids"]
+    assert [r["meta"]["mix"]["source_id"] for r in drawn] == load(manifest)["safety_ids"]
     assert [r["id"] for r in drawn] == [record_id("sft", r) for r in drawn]
     assert sum(load(report)["by_category"].values()) == 20 and "none" not in load(report)["by_category"]
 

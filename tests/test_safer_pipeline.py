@@ -43,7 +43,7 @@ def test_induce_writes_one_instruction_per_response_with_provenance(chain):
     responses = read_jsonl(chain / "responses.jsonl")
     assert len(induced) + len(read_jsonl(chain / "induce_rejects.jsonl")) == N_RESPONSES
     assert {r["response"] for r in induced} <= {r["text"] for r in responses}
-    meta = induced[0]["meta"]
+    meta = induced[0]["meta"]["induce"]
     assert meta["model"] == "smollm2-135m" and meta["template"]["name"] == "safer_instruct_reverse"
 
 

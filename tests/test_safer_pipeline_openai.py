@@ -30,7 +30,7 @@ def test_every_llm_stage_through_transformers_serve(transformers_serve, smollm2_
            "--max-new-tokens", "48", *served, cwd=tmp_path)
     induced = read_jsonl(tmp_path / "induced.jsonl")
     assert len(induced) + len(read_jsonl(tmp_path / "r1.jsonl")) == 4
-    assert all(r["meta"]["backend"] == "openai" for r in induced)
+    assert all(r["meta"]["induce"]["backend"] == "openai" for r in induced)
     responded = read_jsonl(tmp_path / "responded.jsonl")
     assert responded and all(p["meta"]["respond"]["backend"] == "openai" and p["chosen"] for p in responded)
     judged, rejects = read_jsonl(tmp_path / "judged.jsonl"), read_jsonl(tmp_path / "r4.jsonl")

@@ -95,7 +95,7 @@ class Failure:
 
 
 Result = Completion | Failure
-Emit = Callable[[str, "Completion | Failure"], None]  # (cache key, result)
+Emit = Callable[[str, "Completion | Failure"], object]  # (cache key, result) -> the cache write's Future or None
 
 
 @dataclass

@@ -99,14 +99,20 @@ class Cache:
     # A writer thread keeps SQLite commits off an event loop that has requests to send: each completion
     # is still committed as it arrives (a few hundred microseconds later; several at once under load).
 
-    def put_soon(self, key: str, backend: str, completion: Completion, replace_old: bool = False) -> None:
+    def put_soon(self, key: str, backend: str, completion: Completion, replace_old: bool = False):
+        """Queue a write; returns a Future resolved once it is committed (callers that must bound what a
+        kill can lose wait for it before sending their next request)."""
+        from concurrent.futures import Future
+
         if self._writer is None:
             import queue
 
             self._queue = queue.SimpleQueue()
             self._writer = threading.Thread(target=self._drain, name="builder-cache-writer", daemon=True)
             self._writer.start()
-        self._queue.put((self._row(key, backend, completion), replace_old))
+        committed: Future = Future()
+        self._queue.put((self._row(key, backend, completion), replace_old, committed))
+        return committed
 
     def _drain(self) -> None:
         import queue
@@ -122,12 +128,15 @@ class Cache:
             stop = any(x is None for x in batch)
             rows = [x for x in batch if x is not None]
             for replace_old in (False, True):
-                chosen = [row for row, rep in rows if rep is replace_old]
-                if chosen:
-                    try:
-                        self._write(chosen, replace_old)
-                    except sqlite3.Error as e:  # reported by flush(); completions are never dropped silently
-                        self._error = e
+                chosen = [(row, committed) for row, rep, committed in rows if rep is replace_old]
+                if not chosen:
+                    continue
+                try:
+                    self._write([row for row, _ in chosen], replace_old)
+                except sqlite3.Error as e:  # reported by flush(); completions are never dropped silently
+                    self._error = e
+                for _, committed in chosen:
+                    committed.set_result(None)
             if stop:
                 return
 

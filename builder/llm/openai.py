@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import sys
 
 import threading
 import time
@@ -229,19 +230,24 @@ class OpenAIBackend:
         for item in items:
             queue.put_nowait(item)
         fatal: list[BaseException] = []
-        loop = asyncio.get_running_loop()
 
         def record(ck, result):
             try:
-                emit(ck, result)
+                return emit(ck, result)
             except BaseException as e:  # surfaced after the workers stop, never swallowed by the loop
                 fatal.append(e)
+                return None
 
         async def worker(n: int):
             # Workers start RAMP_S apart: responses then come back spread out instead of in one burst
             # that queues behind itself on every round trip (and servers see no thundering herd).
             await asyncio.sleep(n * min(RAMP_S, RAMP_MAX_S / max(1, int(self.spec.concurrency))))
+            committed = None
             while not fatal:
+                if committed is not None:
+                    # A slot is free only once its last completion is committed, so a kill loses at most
+                    # `concurrency` answers: those in flight or not yet on disk.
+                    await asyncio.wrap_future(committed)
                 try:
                     ck, r = queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -251,13 +257,17 @@ class OpenAIBackend:
                 except RunFailed as e:
                     fatal.append(e)
                     return
-                loop.call_soon(record, ck, result)  # send the next request first, record this one right after
+                committed = record(ck, result)
 
         workers = [asyncio.create_task(worker(n)) for n in range(min(int(self.spec.concurrency), len(items)))]
+        # Workers wait for the cache writer thread; a short GIL switch interval lets it commit promptly.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
         try:
             await asyncio.gather(*workers)
             await asyncio.sleep(0)  # the last scheduled records run
         finally:
+            sys.setswitchinterval(switch_interval)
             for w in workers:
                 w.cancel()
             for ep in self.endpoints:

@@ -69,12 +69,14 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
 
         bar = _progress_bar(desc, total=len(requests), initial=summary.cached)
 
-        def emit(ck: str, result: Completion | Failure) -> None:
+        def emit(ck: str, result: Completion | Failure):
+            """Settle a result; returns the cache write's Future (None when nothing is written)."""
             if ck not in by_ck or ck in pending_done:
-                return
+                return None
             pending_done.add(ck)
+            committed = None
             if isinstance(result, Completion):
-                store.put_soon(ck, identity["backend"], result, replace_old=not use_cache)
+                committed = store.put_soon(ck, identity["backend"], result, replace_old=not use_cache)
                 for r in by_ck[ck]:
                     _settle(r, _postprocess(r, result), completions, failures)
             else:
@@ -83,6 +85,7 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
             bar.update(len(by_ck[ck]))
             if identity["backend"] == "openai" or stats.retries or failures:
                 bar.set_postfix_str(f"${stats.cost_usd:.4f} retries={stats.retries} failed={len(failures)}", refresh=False)
+            return committed
 
         pending_done: set[str] = set()
         backend.store = store  # the Batch API keeps its batch ids beside the completions

@@ -3,19 +3,20 @@
 Each response record's text fills the template (default ``safer_instruct_reverse``, whose ``{output}``
 is the response); the model's continuation is the instruction. ``n_candidates`` K > 1 keeps K sampled
 instructions per response (seeds seed, seed+1, ...). Every record carries its provenance in ``meta``
-(model, backend, template name and hash, params, created_at from the cache entry, so a rerun writes
-byte-identical output). Failed requests and empty instructions go to the rejects file with a reason.
+(``meta.induce``: model, backend, template name and hash, params, created_at from the cache entry, so a
+rerun writes byte-identical output). Failed requests and empty instructions go to the rejects file with
+a reason, in the format every stage uses (builder.metrics.reject).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from builder.config import pick, section
 from builder.errors import BadInput, RunFailed
-from builder.records import atomic_path, load_records, to_record, write_records
+from builder.metrics import reject, write_outputs
+from builder.records import load_records, to_record, write_records
 
 DEFAULT_TEMPLATE = "safer_instruct_reverse"
 
@@ -56,7 +57,8 @@ def induce(in_path: str, out: Path, *, rejects: Path | None = None, backend: str
            model: str | None = None, base_urls: list[str] | None = None, adapter: str | None = None,
            concurrency: int | None = None, batch_size: int | None = None, limit: int | None = None,
            max_new_tokens: int | None = None, temperature: float | None = None, seed: int | None = None,
-           template: str | None = None, n_candidates: int | None = None, use_cache: bool = True) -> InduceOutcome:
+           template: str | None = None, n_candidates: int | None = None, use_cache: bool = True,
+           metrics: Path | None = None) -> InduceOutcome:
     from builder.llm import LLMSpec, Request, gen_params, run_requests
     from builder.prompts import load_template
 
@@ -93,26 +95,25 @@ def induce(in_path: str, out: Path, *, rejects: Path | None = None, backend: str
     written, rejected, seen = [], [], set()
     for req in requests:
         rec, i, prompt = origin[req.key]
-        reject = {"response_id": rec["id"], "text": rec["text"], "category": rec.get("category"), "candidate": i,
-                  "prompt": prompt}
+        detail = f"candidate {i}; " if k > 1 else ""
         if req.key in outcome.failures:
             fail = outcome.failures[req.key]
-            rejected.append({**reject, "reason": fail.reason, "raw": fail.raw})
+            rejected.append(reject("induce", rec, "llm-failure", detail + fail.reason, raw=fail.raw))
             continue
         c = outcome.completions[req.key]
         instruction = clean_instruction(c.text, tpl.response_split)
         if not instruction:
-            rejected.append({**reject, "reason": "empty instruction", "raw": c.text})
+            rejected.append(reject("induce", rec, "empty-output", detail + "the model wrote no instruction", raw=c.text))
             continue
-        meta = {"stage": "induce", "source": (rec.get("meta") or {}).get("source") or rec.get("source"),
-                "model": c.model, "backend": spec.backend, "adapter": spec.adapter,
-                "template": tpl.as_meta(), "params": req.params.as_dict(), "candidate": i,
-                "finish_reason": c.finish_reason, "created_at": c.created_at}
+        meta = {"source": (rec.get("meta") or {}).get("source") or rec.get("source"),
+                "induce": {"response_id": rec["id"], "model": c.model, "backend": spec.backend, "adapter": spec.adapter,
+                           "template": tpl.as_meta(), "params": req.params.as_dict(), "candidate": i,
+                           "finish_reason": c.finish_reason, "created_at": c.created_at}}
         data = {"instruction": instruction, "response": rec["text"], "response_id": rec["id"],
                 "category": rec.get("category"), "meta": meta}
         record, _ = to_record("instruction", data)
         if record["id"] in seen:  # two candidates that came out the same
-            rejected.append({**reject, "reason": "duplicate of another candidate", "raw": c.text})
+            rejected.append(reject("induce", rec, "duplicate", detail + "same instruction as another candidate", raw=c.text))
             continue
         seen.add(record["id"])
         written.append(record)
@@ -120,21 +121,14 @@ def induce(in_path: str, out: Path, *, rejects: Path | None = None, backend: str
     if requests and not written and len(outcome.failures) == len(requests):
         first = next(iter(outcome.failures.values()))
         if rejects is not None:
-            _write_rejects(rejects, rejected)
+            write_records(rejects, rejected)
         raise RunFailed(f"induce: every request failed ({len(requests)}); first reason: {first.reason}"
                         + (f"; all are in {rejects}" if rejects else ""))
-    write_records(out, written, "instruction")
-    if rejects is not None:
-        _write_rejects(rejects, rejected)
+    write_outputs("induce", out, written, "instruction", read=records, rejects=rejected, rejects_path=rejects,
+                  metrics_path=metrics, candidates=k, llm=outcome.summary.as_dict())
     message = (f"induced {len(written)} instructions from {len(records)} responses into {out}"
                + (f" ({k} candidates each)" if k > 1 else "")
                + (f"; {len(rejected)} rejected" + (f" -> {rejects}" if rejects else " (add --rejects PATH to keep them)")
                   if rejected else "")
                + f"\nllm ({spec.backend}, {spec.model}): {outcome.summary}")
     return InduceOutcome(len(written), len(rejected), len(records), message, outcome.summary, rejected)
-
-
-def _write_rejects(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")

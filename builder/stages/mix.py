@@ -235,7 +235,7 @@ def mix(general: str, safety: str, n: int, out: Path, *, task: str = "none", see
         data = {"instruction": instruction, "input": cand.input if t == "none" else "", "output": cand.refusal}
         if cand.category is not None:
             data["category"] = cand.category
-        data["meta"] = {"stage": "mix", "source": safety, "source_id": cand.source_id, "task": t}
+        data["meta"] = {"source": safety, "mix": {"source_id": cand.source_id, "task": t}}
         rec, _ = to_record("sft", data)
         safety_out.append(rec)
 
