@@ -25,9 +25,11 @@ $(STAMP):
 demo: setup
 	dvc repro
 	@echo
-	@echo "== what the pipeline produced (data/, metrics/) =="
-	@dvc metrics show 2>/dev/null | head -40 || true
-	@find data metrics -type f -newer dvc.yaml -not -path 'data/sample/*' 2>/dev/null | sort | sed 's/^/  /'
+	@echo "== what each stage did (metrics/; all of it: dvc metrics show) =="
+	@$(BIN)/python -c 'import glob, json; keys = ("read", "good", "quarantined", "in", "out", "rejected", "examples", "splits"); \
+	[print(f"  {p}: " + ", ".join(f"{k} {v}" for k, v in json.load(open(p)).items() if k in keys)) for p in sorted(glob.glob("metrics/**/*.json", recursive=True))]'
+	@echo "== outputs (data/pairs is the preference dataset: datasets.load_dataset('data/pairs')) =="
+	@find data -type f \( -name '*.jsonl' -o -name '*.parquet' -o -name '*.json' -o -name '*.csv' \) -not -path 'data/sample/*' | sort | sed 's/^/  /'
 
 test: setup
 	$(BIN)/python -m pytest -q
