@@ -411,7 +411,7 @@ def show(
     lines = describe(record_id, roots)
     typer.echo("\n".join(lines))
     if lines and lines[0].endswith("not found under " + ", ".join(map(str, roots))):
-        raise typer.Exit(1)
+        raise typer.Exit(2)  # an unknown id is bad input
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m builder`

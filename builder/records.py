@@ -384,6 +384,13 @@ def load_records(path: str, kind: str) -> list[dict]:
 
     result = check(path, kind, semantic=False)
     if result.problems:
+        try:
+            found = guess_kind(path)
+        except BadInput:
+            found = kind
+        if found != kind:
+            raise BadInput(f"{path} holds {found} records, but this step needs {kind} records; "
+                           "check --in (each stage reads the previous stage's output)")
         raise BadInput(f"{path}: {len(result.problems)} bad records; run `builder validate {path} --kind {kind}` "
                        "to see and quarantine them", result.problems)
     return result.good

@@ -31,3 +31,17 @@ def test_version_and_every_command_has_help_with_an_example():
 def test_missing_required_option_is_exit_2():
     result = builder("ingest", "x.jsonl")
     assert result.returncode == 2 and "--kind" in result.stderr
+
+
+def test_a_stage_given_another_stages_records_says_so(tmp_path):
+    from tests.conftest import write_jsonl
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "c", "rejected": "r"}])
+    result = builder("respond", "--in", pairs, "--out", tmp_path / "o.jsonl", "--max-new-tokens", "8", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "holds preference records, but this step needs instruction records" in result.stderr
+
+
+def test_show_an_unknown_id_is_exit_2(tmp_path):
+    result = builder("show", "0123456789abcdef", "--in", tmp_path, cwd=tmp_path)
+    assert result.returncode == 2 and "not found" in result.stdout
