@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from builder import __version__
-from builder.errors import BadInput, RunFailed
+from builder.errors import BadInput, DryRun, RunFailed
 
 app = typer.Typer(
     name="builder",
@@ -66,6 +66,8 @@ def command(fn):
         except RunFailed as e:
             say(f"error: {e}")
             raise typer.Exit(1) from None
+        except DryRun as e:
+            say(str(e))
         except KeyboardInterrupt:
             say("interrupted; rerun the same command to resume")
             raise typer.Exit(130) from None
@@ -179,6 +181,7 @@ MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", help
 TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", help="0 = greedy.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Ignore cached completions (new ones are still stored).")]
+DryRunOpt = Annotated[Optional[bool], typer.Option("--dry-run", help="Count the requests not in the cache and estimate tokens and cost; send nothing.")]
 RejectsOpt = Annotated[Optional[Path], typer.Option("--rejects", help="Write each failed record here with its reason (JSONL).")]
 
 
@@ -202,6 +205,7 @@ def induce(
     seed: SeedOpt = None,
     no_cache: NoCacheOpt = False,
     metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Write counts in/out/rejected by reason and category (JSON, a DVC metric).")] = None,
+    dry_run: DryRunOpt = None,
 ) -> None:
     """Induce the instruction each response answers (Safer-Instruct's reversed template).
 
@@ -212,7 +216,7 @@ def induce(
     outcome = run(in_, out, rejects=rejects, backend=backend, model=model, base_urls=base_url, adapter=adapter,
                   concurrency=concurrency, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens,
                   temperature=temperature, seed=seed, template=template, n_candidates=n_candidates,
-                  use_cache=not no_cache, metrics=metrics)
+                  use_cache=not no_cache, metrics=metrics, dry_run=dry_run)
     say(outcome.message)
 
 
@@ -278,7 +282,7 @@ def cache_model(
 # --- the Safer-Instruct stages after induce -----------------------------------------------------
 
 LLM_FLAGS = {"backend": BackendOpt, "model": ModelOpt, "base_url": BaseUrlOpt, "adapter": AdapterOpt,
-             "batch_size": BatchSizeOpt, "concurrency": ConcurrencyOpt}
+             "batch_size": BatchSizeOpt, "concurrency": ConcurrencyOpt, "dry_run": DryRunOpt}
 GEN_FLAGS = {"max_new_tokens": MaxNewTokensOpt, "temperature": TemperatureOpt, "seed": SeedOpt}
 
 

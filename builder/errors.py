@@ -29,3 +29,7 @@ class BadInput(Exception):
 
 class RunFailed(Exception):
     """The run itself failed (a server unreachable, a model that will not load): exit code 1."""
+
+
+class DryRun(Exception):
+    """A --dry-run stopped before sending anything: the message is the estimate (exit code 0)."""

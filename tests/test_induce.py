@@ -133,3 +133,18 @@ def test_params_sections_are_checked(tmp_path):
     (tmp_path / "params.yaml").write_text("llm:\n  backend: vllm\n")
     r = builder("induce", "--in", src, "--out", tmp_path / "o.jsonl", cwd=tmp_path)
     assert r.returncode == 2 and "llm.backend" in r.stderr
+
+
+def test_dry_run_estimates_and_sends_nothing(faults, fresh_cache, tmp_path):
+    src = write_jsonl(tmp_path / "r.jsonl", [{"text": f"some harmful text {i}"} for i in range(10)])
+    (tmp_path / "params.yaml").write_text("llm:\n  prices: {fake: {input: 1000000, output: 1000000}}\n")
+    common = ["induce", "--in", src, "--out", tmp_path / "o.jsonl", "--backend", "openai", "--base-url", faults.url,
+              "--model", "fake", "--max-new-tokens", "8"]
+    r = builder(*common, "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "10 distinct requests would be sent for 10 records (0 of 10 answered from the cache)" in r.stderr
+    assert "at most 80 completion tokens" in r.stderr and "at most $" in r.stderr
+    assert faults.stats()["api_received"] == 0 and not (tmp_path / "o.jsonl").exists()
+    assert builder(*common, "--limit", "4", cwd=tmp_path).returncode == 0
+    r = builder(*common, "--dry-run", cwd=tmp_path)
+    assert "6 distinct requests would be sent for 6 records (4 of 10 answered from the cache)" in r.stderr

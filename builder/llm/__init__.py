@@ -46,6 +46,7 @@ class LLMSpec:
     backoff_s: float = 0.5  # first retry delay; doubles each attempt, with jitter, capped at max_backoff_s
     max_backoff_s: float = 60.0
     cooldown_s: float = 30.0  # longest pause of a failing base URL
+    dry_run: bool = False  # count what is not cached and estimate tokens and cost, send nothing
 
     def __post_init__(self):
         from builder.errors import BadInput

@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from builder.errors import DryRun
 from builder.llm.base import Completion, Failure, Request, RunStats, cache_key
 
 
@@ -35,6 +36,25 @@ def _postprocess(request: Request, completion: Completion) -> Completion | Failu
             return Failure(request.key, f"{UNPARSEABLE}: {reason}", raw=completion.text)
         completion.text = json.dumps(value, ensure_ascii=False)
     return completion
+
+
+def _estimate(spec, identity: dict, todo, total: int, cached: int, desc: str) -> str:
+    """What a run would send: requests not in the cache, tokens (prompt ~ 4 characters per token;
+    completion at most max_new_tokens) and, with a price table, the most it could cost."""
+    from builder.llm.openai import cost_of
+
+    prompt_chars = sum(len(r.prompt or "") + sum(len(c) for _, c in (r.messages or ())) for _, r in todo)
+    prompt_tokens = prompt_chars // 4
+    completion_tokens = sum(1 if r.choices else r.params.max_new_tokens for _, r in todo)
+    line = (f"dry run ({desc}): {len(todo)} distinct requests would be sent for {total - cached} records "
+            f"({cached} of {total} answered from the cache) "
+            f"to {spec.model} via {identity['backend']}; about {prompt_tokens:,} prompt tokens and at most "
+            f"{completion_tokens:,} completion tokens")
+    if identity["backend"] == "openai":
+        cost = cost_of(spec.prices or {}, spec.model, prompt_tokens, completion_tokens)
+        line += (f"; at most ${cost:,.2f}" if cost else
+                 f"; no price for {spec.model} in llm.prices, so no cost estimate")
+    return line + ". Nothing was sent."
 
 
 def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_path=None, cache=None, backend=None):
@@ -66,6 +86,8 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
                 _settle(r, _postprocess(r, completion), completions, failures)
         summary.cached = sum(len(by_ck[ck]) for ck in hits)
         todo = [(ck, rs[0]) for ck, rs in by_ck.items() if ck not in hits]
+        if getattr(spec, "dry_run", False):
+            raise DryRun(_estimate(spec, identity, todo, len(requests), summary.cached, desc))
 
         bar = _progress_bar(desc, total=len(requests), initial=summary.cached)
 
