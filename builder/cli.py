@@ -181,6 +181,7 @@ MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", help
 TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", help="0 = greedy.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Ignore cached completions (new ones are still stored).")]
+MaxBudgetOpt = Annotated[Optional[float], typer.Option("--max-budget", help="openai: stop sending once this many dollars were spent (needs llm.prices) [params: llm.max_budget_usd].")]
 DryRunOpt = Annotated[Optional[bool], typer.Option("--dry-run", help="Count the requests not in the cache and estimate tokens and cost; send nothing.")]
 RejectsOpt = Annotated[Optional[Path], typer.Option("--rejects", help="Write each failed record here with its reason (JSONL).")]
 
@@ -206,6 +207,7 @@ def induce(
     no_cache: NoCacheOpt = False,
     metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Write counts in/out/rejected by reason and category (JSON, a DVC metric).")] = None,
     dry_run: DryRunOpt = None,
+    max_budget: MaxBudgetOpt = None,
 ) -> None:
     """Induce the instruction each response answers (Safer-Instruct's reversed template).
 
@@ -216,7 +218,8 @@ def induce(
     outcome = run(in_, out, rejects=rejects, backend=backend, model=model, base_urls=base_url, adapter=adapter,
                   concurrency=concurrency, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens,
                   temperature=temperature, seed=seed, template=template, n_candidates=n_candidates,
-                  use_cache=not no_cache, metrics=metrics, dry_run=dry_run)
+                  use_cache=not no_cache, metrics=metrics, dry_run=dry_run,
+                  max_budget_usd=max_budget)
     say(outcome.message)
 
 
@@ -282,7 +285,8 @@ def cache_model(
 # --- the Safer-Instruct stages after induce -----------------------------------------------------
 
 LLM_FLAGS = {"backend": BackendOpt, "model": ModelOpt, "base_url": BaseUrlOpt, "adapter": AdapterOpt,
-             "batch_size": BatchSizeOpt, "concurrency": ConcurrencyOpt, "dry_run": DryRunOpt}
+             "batch_size": BatchSizeOpt, "concurrency": ConcurrencyOpt, "dry_run": DryRunOpt,
+             "max_budget_usd": MaxBudgetOpt}
 GEN_FLAGS = {"max_new_tokens": MaxNewTokensOpt, "temperature": TemperatureOpt, "seed": SeedOpt}
 
 

@@ -148,3 +148,22 @@ def test_dry_run_estimates_and_sends_nothing(faults, fresh_cache, tmp_path):
     assert builder(*common, "--limit", "4", cwd=tmp_path).returncode == 0
     r = builder(*common, "--dry-run", cwd=tmp_path)
     assert "6 distinct requests would be sent for 6 records (4 of 10 answered from the cache)" in r.stderr
+
+
+def test_max_budget_stops_cleanly_and_a_rerun_continues(faults, fresh_cache, tmp_path):
+    src = write_jsonl(tmp_path / "r.jsonl", [{"text": f"some harmful text number {i}"} for i in range(12)])
+    # $1 per token: every request costs dollars, so a $20 budget stops the run early
+    (tmp_path / "params.yaml").write_text("llm:\n  prices: {fake: {input: 1000000, output: 1000000}}\n")
+    out, rejects = tmp_path / "o.jsonl", tmp_path / "rejects.jsonl"
+    common = ["induce", "--in", src, "--out", out, "--rejects", rejects, "--backend", "openai", "--base-url",
+              faults.url, "--model", "fake", "--max-new-tokens", "8", "--concurrency", "1"]
+    r = builder(*common, "--max-budget", "20", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    done, rejected = read_jsonl(out), read_jsonl(rejects)
+    sent = faults.stats()["api_received"]
+    assert 0 < len(done) == sent < 12 and len(done) + len(rejected) == 12
+    assert all("max_budget_usd $20 reached" in x["detail"] for x in rejected)
+    faults.reset()
+    r = builder(*common, cwd=tmp_path)
+    assert r.returncode == 0 and len(read_jsonl(out)) == 12
+    assert faults.stats()["api_received"] == 12 - sent  # the rest only: completed prompts came from the cache

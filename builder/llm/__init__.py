@@ -47,6 +47,7 @@ class LLMSpec:
     max_backoff_s: float = 60.0
     cooldown_s: float = 30.0  # longest pause of a failing base URL
     dry_run: bool = False  # count what is not cached and estimate tokens and cost, send nothing
+    max_budget_usd: float | None = None  # openai: send no new request once this much was spent in the run
 
     def __post_init__(self):
         from builder.errors import BadInput

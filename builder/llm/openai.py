@@ -222,6 +222,7 @@ class OpenAIBackend:
                                   http_client=http_client)
 
     async def _run_async(self, items, emit: Emit, stats: RunStats) -> None:
+        self.budget_reached = False
         shards = max(1, min(8, -(-int(self.spec.concurrency) // (16 * len(self.base_urls)))))
         self.endpoints = [Endpoint(url, [self._client(url) for _ in range(shards)]) for url in self.base_urls]
         self._turn = 0
@@ -243,7 +244,11 @@ class OpenAIBackend:
             # that queues behind itself on every round trip (and servers see no thundering herd).
             await asyncio.sleep(n * min(RAMP_S, RAMP_MAX_S / max(1, int(self.spec.concurrency))))
             committed = None
+            budget = self.spec.max_budget_usd
             while not fatal:
+                if budget is not None and stats.cost_usd >= budget:
+                    self.budget_reached = True  # the rest stays unsent; the runner records why
+                    return
                 if committed is not None:
                     # A slot is free only once its last completion is committed, so a kill loses at most
                     # `concurrency` answers: those in flight or not yet on disk.

@@ -118,10 +118,14 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
             bar.close()
             backend.close()
             store.flush()
+        unsent = "no result from the backend (interrupted?)"
+        if getattr(backend, "budget_reached", False):
+            unsent = (f"not sent: max_budget_usd ${spec.max_budget_usd:g} reached (${stats.cost_usd:.4f} spent in this "
+                      "run); rerun with a higher --max-budget to continue: completed prompts come from the cache")
         for ck, r in todo:
             if ck not in pending_done:  # a backend must emit once per item; never leave a record unaccounted for
                 for rr in by_ck[ck]:
-                    _settle(rr, Failure(rr.key, "no result from the backend (interrupted?)"), completions, failures)
+                    _settle(rr, Failure(rr.key, unsent), completions, failures)
     finally:
         if own_cache:
             store.close()
