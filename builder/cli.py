@@ -186,43 +186,6 @@ DryRunOpt = Annotated[Optional[bool], typer.Option("--dry-run", help="Count the 
 RejectsOpt = Annotated[Optional[Path], typer.Option("--rejects", help="Write each failed record here with its reason (JSONL).")]
 
 
-@app.command()
-@command
-def induce(
-    in_: Annotated[str, typer.Option("--in", "-i", help="Response records (any readable format).")] = ...,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Instruction records (.jsonl, .json, .parquet, .csv).")] = ...,
-    rejects: RejectsOpt = None,
-    backend: BackendOpt = None,
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
-    adapter: AdapterOpt = None,
-    template: Annotated[Optional[str], typer.Option("--template", help="Preset (safer_instruct_reverse, alpaca, llama2) or a .json/.txt file [params: induce.template].")] = None,
-    n_candidates: Annotated[Optional[int], typer.Option("--n-candidates", help="Instructions kept per response (needs --temperature > 0 when > 1).")] = None,
-    limit: LimitOpt = None,
-    batch_size: BatchSizeOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    max_new_tokens: MaxNewTokensOpt = None,
-    temperature: TemperatureOpt = None,
-    seed: SeedOpt = None,
-    no_cache: NoCacheOpt = False,
-    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Write counts in/out/rejected by reason and category (JSON, a DVC metric).")] = None,
-    dry_run: DryRunOpt = None,
-    max_budget: MaxBudgetOpt = None,
-) -> None:
-    """Induce the instruction each response answers (Safer-Instruct's reversed template).
-
-    Example: builder induce --in data/valid/responses.jsonl --out data/induced/instructions.jsonl --rejects rejects.jsonl
-    """
-    from builder.stages.induce import induce as run
-
-    outcome = run(in_, out, rejects=rejects, backend=backend, model=model, base_urls=base_url, adapter=adapter,
-                  concurrency=concurrency, batch_size=batch_size, limit=limit, max_new_tokens=max_new_tokens,
-                  temperature=temperature, seed=seed, template=template, n_candidates=n_candidates,
-                  use_cache=not no_cache, metrics=metrics, dry_run=dry_run,
-                  max_budget_usd=max_budget)
-    say(outcome.message)
-
-
 cache_app = typer.Typer(help="The LLM completion cache ($BUILDER_CACHE or ~/.cache/builder).\n\nExample: builder cache stats",
                         no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
@@ -282,25 +245,33 @@ def cache_model(
     typer.echo(resolve(name).path)
 
 
-# --- the Safer-Instruct stages after induce -----------------------------------------------------
+# --- the LLM stages: induce, filter, respond, judge ----------------------------------------------
 
 LLM_FLAGS = {"backend": BackendOpt, "model": ModelOpt, "base_url": BaseUrlOpt, "adapter": AdapterOpt,
              "batch_size": BatchSizeOpt, "concurrency": ConcurrencyOpt, "dry_run": DryRunOpt,
              "max_budget_usd": MaxBudgetOpt}
 GEN_FLAGS = {"max_new_tokens": MaxNewTokensOpt, "temperature": TemperatureOpt, "seed": SeedOpt}
+InOpt = Annotated[str, typer.Option("--in", "-i", help="Input records (any readable format).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output records (.jsonl, .json, .parquet, .csv).")]
+MetricsOpt = Annotated[Optional[Path], typer.Option("--metrics", help="Write counts in/out/rejected by reason and category (JSON, a DVC metric).")]
 
 
 def llm_stage(fn):
-    """Give a command the options every LLM stage shares, passed on as ``llm_flags`` and ``gen_flags``
-    dicts (None = not given: params.yaml decides), plus ``limit`` and ``use_cache``."""
+    """Give a command the options every LLM stage shares. The command declares only its own options and
+    receives the rest as ``stage``: in_path, out, rejects, metrics, limit, use_cache, and the
+    ``llm_flags`` / ``gen_flags`` dicts (None = not given: params.yaml decides) that stage functions take."""
     import inspect
 
-    shared = {**LLM_FLAGS, **GEN_FLAGS, "limit": LimitOpt}
-    signature = inspect.signature(fn, eval_str=True)  # real Annotated types, for Typer
-    own = [p for p in signature.parameters.values() if p.name not in ("llm_flags", "gen_flags", "use_cache", *shared)]
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=None)
-             for name, annotation in shared.items()]
-    added.append(inspect.Parameter("no_cache", inspect.Parameter.KEYWORD_ONLY, annotation=NoCacheOpt, default=False))
+    kw = inspect.Parameter.KEYWORD_ONLY
+    io = [inspect.Parameter("in_path", kw, annotation=InOpt, default=...),
+          inspect.Parameter("out", kw, annotation=OutOpt, default=...),
+          inspect.Parameter("rejects", kw, annotation=RejectsOpt, default=None),
+          inspect.Parameter("metrics", kw, annotation=MetricsOpt, default=None)]
+    own = [p.replace(kind=kw) for p in inspect.signature(fn, eval_str=True).parameters.values()
+           if p.kind is not p.VAR_KEYWORD]  # eval_str: real Annotated types, for Typer
+    shared = [inspect.Parameter(name, kw, annotation=annotation, default=None)
+              for name, annotation in {**LLM_FLAGS, **GEN_FLAGS, "limit": LimitOpt}.items()]
+    shared.append(inspect.Parameter("no_cache", kw, annotation=NoCacheOpt, default=False))
 
     @functools.wraps(fn)
     def wrapper(**kwargs):
@@ -309,64 +280,79 @@ def llm_stage(fn):
         use_cache = not kwargs.pop("no_cache")
         return fn(**kwargs, llm_flags=llm_flags, gen_flags=gen_flags, use_cache=use_cache)
 
-    wrapper.__signature__ = signature.replace(parameters=own + added)
+    wrapper.__signature__ = inspect.Signature(io + own + shared)
     return wrapper
 
 
-InOpt = Annotated[str, typer.Option("--in", "-i", help="Input records (any readable format).")]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output records (.jsonl, .json, .parquet, .csv).")]
-MetricsOpt = Annotated[Optional[Path], typer.Option("--metrics", help="Write counts in/out/rejected by reason and category (JSON, a DVC metric).")]
+def say_stage(metrics: dict, out) -> None:
+    from builder.metrics import summary_line
+
+    say(summary_line(metrics, out))
+
+
+@app.command()
+@command
+@llm_stage
+def induce(
+    template: Annotated[Optional[str], typer.Option("--template", help="Preset (safer_instruct_reverse, alpaca, llama2) or a .json/.txt file [params: induce.template].")] = None,
+    n_candidates: Annotated[Optional[int], typer.Option("--n-candidates", help="Instructions kept per response (needs --temperature > 0 when > 1).")] = None,
+    **stage,
+) -> None:
+    """Induce the instruction each response answers (Safer-Instruct's reversed template).
+
+    Example: builder induce --in data/valid/responses.jsonl --out data/induced/instructions.jsonl --rejects rejects.jsonl
+    """
+    from builder.stages.induce import induce as run
+
+    say(run(template=template, n_candidates=n_candidates, **stage).message)
 
 
 @app.command("filter")
 @command
 @llm_stage
-def filter_(in_: InOpt = ..., out: OutOpt = ..., rejects: RejectsOpt = None, metrics: MetricsOpt = None,
-            quality: Annotated[Optional[bool], typer.Option("--quality/--no-quality", help="Also ask the expert for a 1-5 quality score [params: filter.quality].")] = None,
-            limit=None, llm_flags=None, gen_flags=None, use_cache=True) -> None:
+def filter_(
+    quality: Annotated[Optional[bool], typer.Option("--quality/--no-quality", help="Also ask the expert for a 1-5 quality score [params: filter.quality].")] = None,
+    **stage,
+) -> None:
     """Drop low-quality induced instructions (heuristics, optional expert score), each with its reason.
 
     Example: builder filter --in data/induced/instructions.jsonl --out data/filtered/instructions.jsonl --rejects rejects.jsonl
     """
-    from builder.metrics import summary_line
     from builder.stages.filter import run
 
-    say(summary_line(run(in_, out, rejects=rejects, metrics=metrics, quality=quality, limit=limit, use_cache=use_cache,
-                         llm_flags=llm_flags, gen_flags=gen_flags), out))
+    say_stage(run(quality=quality, **stage), stage["out"])
 
 
 @app.command()
 @command
 @llm_stage
-def respond(in_: InOpt = ..., out: OutOpt = ..., rejects: RejectsOpt = None, metrics: MetricsOpt = None,
-            system: Annotated[Optional[str], typer.Option("--system", help="System prompt: preset or file [params: respond.system].")] = None,
-            limit=None, llm_flags=None, gen_flags=None, use_cache=True) -> None:
+def respond(
+    system: Annotated[Optional[str], typer.Option("--system", help="System prompt: preset or file [params: respond.system].")] = None,
+    **stage,
+) -> None:
     """The expert writes the preferred (safe) response; the harmful text becomes `rejected`.
 
     Example: builder respond --in data/filtered/instructions.jsonl --out data/responded/pairs.jsonl --backend openai --model gpt-4o
     """
-    from builder.metrics import summary_line
     from builder.stages.respond import run
 
-    say(summary_line(run(in_, out, rejects=rejects, metrics=metrics, system=system, limit=limit, use_cache=use_cache,
-                         llm_flags=llm_flags, gen_flags=gen_flags), out))
+    say_stage(run(system=system, **stage), stage["out"])
 
 
 @app.command()
 @command
 @llm_stage
-def judge(in_: InOpt = ..., out: OutOpt = ..., rejects: RejectsOpt = None, metrics: MetricsOpt = None,
-          mode: Annotated[Optional[str], typer.Option("--mode", help="json (structured verdict) | logprob (yes/no log-probabilities, for small local models) [params: judge.mode].")] = None,
-          limit=None, llm_flags=None, gen_flags=None, use_cache=True) -> None:
+def judge(
+    mode: Annotated[Optional[str], typer.Option("--mode", help="json (structured verdict) | logprob (yes/no log-probabilities, for small local models) [params: judge.mode].")] = None,
+    **stage,
+) -> None:
     """The expert keeps only good pairs: a verdict per pair, the keep rule from params (judge.keep).
 
     Example: builder judge --in data/responded/pairs.jsonl --out data/judged/pairs.jsonl --rejects judge_rejects.jsonl
     """
-    from builder.metrics import summary_line
     from builder.stages.judge import run
 
-    say(summary_line(run(in_, out, rejects=rejects, metrics=metrics, mode=mode, limit=limit, use_cache=use_cache,
-                         llm_flags=llm_flags, gen_flags=gen_flags), out))
+    say_stage(run(mode=mode, **stage), stage["out"])
 
 
 @app.command()

@@ -53,21 +53,16 @@ class InduceOutcome:
     rejects: list[dict] = field(default_factory=list)
 
 
-def induce(in_path: str, out: Path, *, rejects: Path | None = None, backend: str | None = None,
-           model: str | None = None, base_urls: list[str] | None = None, adapter: str | None = None,
-           concurrency: int | None = None, batch_size: int | None = None, limit: int | None = None,
-           max_new_tokens: int | None = None, temperature: float | None = None, seed: int | None = None,
-           template: str | None = None, n_candidates: int | None = None, use_cache: bool = True,
-           metrics: Path | None = None, dry_run: bool | None = None,
-           max_budget_usd: float | None = None) -> InduceOutcome:
+def induce(in_path: str, out: Path, *, rejects: Path | None = None, metrics: Path | None = None,
+           template: str | None = None, n_candidates: int | None = None, limit: int | None = None,
+           use_cache: bool = True, llm_flags: dict | None = None, gen_flags: dict | None = None) -> InduceOutcome:
+    """The `builder induce` command: params ``induce:`` (over ``llm:``) with command-line flags on top."""
     from builder.llm import LLMSpec, Request, gen_params, run_requests
     from builder.prompts import load_template
 
     params = section("induce")
-    spec = LLMSpec.from_params(params, backend=backend, model=model, base_url=base_urls or None, adapter=adapter,
-                               concurrency=concurrency, batch_size=batch_size, dry_run=dry_run,
-                               max_budget_usd=max_budget_usd)
-    gp = gen_params(params, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    spec = LLMSpec.from_params(params, **(llm_flags or {}))
+    gp = gen_params(params, **(gen_flags or {}))
     tpl = load_template(pick(template, params, "template", DEFAULT_TEMPLATE))
     tpl.check_fields(FIELDS)  # before any record is read or any request is sent
     k = int(pick(n_candidates, params, "n_candidates", 1))
