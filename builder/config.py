@@ -47,3 +47,96 @@ def pick(flag, params: dict, key: str, default=None):
     if flag is not None:
         return flag
     return params.get(key, default)
+
+
+# ------------------------------------------------------------------------------ typed stage configs
+
+
+class StageConfig:
+    """Base of every stage's config: a dataclass whose fields carry a default and a ``help`` text
+    (``field(default=..., metadata={"help": "..."})``), like TRL's ``DPOConfig``. Defaults live only
+    there; params.yaml and flags override them:
+
+        config = JudgeConfig.from_params(section("judge"), mode=flag_mode)   # None = flag not given
+
+    Unknown keys and values of the wrong type are bad input (exit 2) naming ``<section>.<key>``.
+    ``section_name`` is the params.yaml section the stage reads.
+    """
+
+    section_name: str = ""
+
+    @classmethod
+    def from_params(cls, params: dict | None = None, **flags):
+        import dataclasses
+
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for source, where in ((params or {}, "params.yaml"), ({k: v for k, v in flags.items() if v is not None}, "flag")):
+            for key, value in source.items():
+                if key not in names:
+                    if where == "params.yaml" and key in cls.ignored_keys():
+                        continue
+                    accepted = ", ".join(sorted(names))
+                    raise BadInput(f"{where}: {cls.section_name}.{key}: unknown key; accepted: {accepted}")
+                values[key] = value
+        try:
+            config = cls(**values)
+        except (TypeError, ValueError) as e:
+            raise BadInput(f"params.yaml or flags: {cls.section_name}: {e}") from None
+        config.check_types()
+        return config
+
+    @classmethod
+    def ignored_keys(cls) -> set[str]:
+        """Keys of the params section that other parts read (e.g. the llm: keys an LLM stage passes to
+        LLMSpec); not an error here."""
+        return set()
+
+    def check_types(self) -> None:
+        import dataclasses
+        import typing
+
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            expected = _plain_types(hints.get(f.name))
+            if expected and value is not None and not isinstance(value, expected):
+                if float in expected and isinstance(value, int) and not isinstance(value, bool):
+                    setattr(self, f.name, float(value))
+                    continue
+                names = "/".join(t.__name__ for t in expected)
+                raise BadInput(f"{self.section_name}.{f.name}: expected {names}, got {value!r} "
+                               f"({f.metadata.get('help', 'see params.yaml')})")
+
+    @classmethod
+    def describe(cls) -> dict[str, dict]:
+        """name -> {default, help}: for the params schema check and the README."""
+        import dataclasses
+
+        out = {}
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            out[f.name] = {"default": default, "help": f.metadata.get("help", "")}
+        return out
+
+
+def _plain_types(hint) -> tuple:
+    """The runtime types a hint allows (bool is not an int here), or () when it is not checkable."""
+    import types
+    import typing
+
+    if hint is None:
+        return ()
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(t for arg in typing.get_args(hint) for t in _plain_types(arg))
+    if origin in (list, tuple):
+        return (list, tuple)
+    if origin is dict:
+        return (dict,)
+    if hint is type(None):
+        return ()
+    if hint in (str, int, float, bool, list, dict, tuple):
+        return (hint,) if hint is not int else (int,)
+    return ()

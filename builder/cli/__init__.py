@@ -408,6 +408,13 @@ def show(
         raise typer.Exit(2)  # an unknown id is bad input
 
 
+# Commands of later themes live in their own modules and add themselves to ``app`` on import.
+# (Each import is light: the modules import heavy libraries inside their commands.)
+THEMES = ()  # e.g. ("train", "evaluate", "publish"): builder/cli/<theme>.py
+for _theme in THEMES:
+    __import__(f"builder.cli.{_theme}")
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m builder`
     app(prog_name="builder")
 
