@@ -7,10 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from builder.dataset_dir import building, check_out_dir
 from builder.errors import BadInput
 from builder.metrics import reject, write_outputs
 from builder.records import atomic_path, write_records
@@ -29,6 +29,8 @@ def pairs(in_path: str, out_dir: Path, *, test_size: float = 0.1, seed: int = 0,
     unknown = sorted(set(exports) - set(EXPORTS))
     if unknown:
         raise BadInput(f"unknown export {', '.join(unknown)}; accepted: {', '.join(EXPORTS)}")
+    keep_out = [in_path, *(p for p in (rejects_path, metrics_path) if p)]
+    check_out_dir(out_dir, keep_out, stage="pairs")  # before any work: never a user's folder
     # validate's checks are exactly the pair rules: schema, empty, chosen == rejected, exact and near
     # duplicates, and overlap with the eval suites given by --exclude.
     result = check(in_path, "preference", limits=limits, against=list(exclude))
@@ -36,34 +38,30 @@ def pairs(in_path: str, out_dir: Path, *, test_size: float = 0.1, seed: int = 0,
                       "; ".join(f"{p['field']}: {p['message']}" for p in entry["problems"]), raw=entry.get("raw"))
                for entry in result.bad]
     splits = split_by_category(result.good, test_size, seed)
-    final_dir = Path(out_dir)
-    # Build the whole dataset beside its destination and swap it in: no half-written or stale files.
-    out_dir = final_dir.with_name(f".{final_dir.name}.tmp")
-    shutil.rmtree(out_dir, ignore_errors=True)
     splits = {name: records for name, records in splits.items() if records}  # no empty parquet files
     if not splits:
         raise BadInput(f"{in_path}: no valid preference pairs left ({result.read} read, all rejected); "
                        "see the rejects file for the reasons")
     rows = {name: [hub_row(r) for r in records] for name, records in splits.items()}
-    for name, split_rows in rows.items():
-        write_records(out_dir / "data" / f"{name}-00000-of-00001.parquet", split_rows)
-    configs = [("default", "data")]
-    if "conversational" in exports:
+    # Built beside its destination and swapped in whole; a folder builder did not write is never replaced.
+    with building(out_dir, keep_out, stage="pairs") as build:
         for name, split_rows in rows.items():
-            write_records(out_dir / "conversational" / f"{name}-00000-of-00001.parquet",
-                          [conversational(r) for r in split_rows])
-        configs.append(("conversational", "conversational"))
-    if "csv" in exports:
-        for name, records in splits.items():
-            write_records(out_dir / "csv" / f"{name}.csv", records, "preference")
-    _write_configs(out_dir, configs, list(splits))
-    metrics = write_outputs("pairs", out_dir / "pairs.jsonl", result.good, "preference",
-                            read=[None] * result.read, rejects=rejects, rejects_path=rejects_path,
-                            metrics_path=metrics_path,
-                            splits={name: len(records) for name, records in splits.items()},
-                            split_by_category={name: _count(records) for name, records in splits.items()})
-    shutil.rmtree(final_dir, ignore_errors=True)
-    out_dir.rename(final_dir)
+            write_records(build / "data" / f"{name}-00000-of-00001.parquet", split_rows)
+        configs = [("default", "data")]
+        if "conversational" in exports:
+            for name, split_rows in rows.items():
+                write_records(build / "conversational" / f"{name}-00000-of-00001.parquet",
+                              [conversational(r) for r in split_rows])
+            configs.append(("conversational", "conversational"))
+        if "csv" in exports:
+            for name, records in splits.items():
+                write_records(build / "csv" / f"{name}.csv", records, "preference")
+        _write_configs(build, configs, list(splits))
+        metrics = write_outputs("pairs", build / "pairs.jsonl", result.good, "preference",
+                                read=[None] * result.read, rejects=rejects, rejects_path=rejects_path,
+                                metrics_path=metrics_path,
+                                splits={name: len(records) for name, records in splits.items()},
+                                split_by_category={name: _count(records) for name, records in splits.items()})
     return metrics
 
 
