@@ -71,3 +71,41 @@ def test_builders_own_folder_is_replaced_whole_and_marked(judged, tmp_path):
     assert second.returncode == 0, second.stderr
     assert not (out / "csv" / "old.csv").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pairs.")]  # no build folders left
+
+
+def load_in_subprocess(folder: Path, cache: Path, *extra: str) -> dict:
+    """datasets.load_dataset in a fresh process (as a user would run it), with one HF cache shared by calls."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys, datasets; d = datasets.load_dataset(sys.argv[1], *sys.argv[2:]); "
+            "print(json.dumps({k: sorted(d[k]['id']) for k in d}))")
+    env = {**__import__("os").environ, "HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code, str(folder), *extra], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_load_dataset_returns_what_is_on_disk_after_a_rebuild(judged, tmp_path):
+    out, cache = tmp_path / "pairs", tmp_path / "hf-cache"
+    assert builder("pairs", "--in", judged, "--out", out, "--test-size", "0.2", cwd=tmp_path).returncode == 0
+    first = load_in_subprocess(out, cache)
+    assert builder("pairs", "--in", judged, "--out", out, "--test-size", "0.5", "--export", "conversational",
+                   cwd=tmp_path).returncode == 0
+    second = load_in_subprocess(out, cache)
+    assert len(second["test_prefs"]) > len(first["test_prefs"])
+    on_disk = {split: sorted(r["id"] for r in __import__("polars").read_parquet(next((out / "data").glob(f"{split}-*"))).to_dicts())
+               for split in second}
+    assert second == on_disk
+    assert load_in_subprocess(out, cache, "conversational") == second  # typed message lists load too
+
+
+def test_test_size_half_of_fifteen_is_seven_test_and_eight_train():
+    from builder.stages.pairs import split_by_category
+
+    records = [{"id": f"{i:016x}", "category": "a" if i < 8 else "b"} for i in range(15)]
+    splits = split_by_category(records, 0.5, seed=0)
+    assert (len(splits["train_prefs"]), len(splits["test_prefs"])) == (8, 7)
+    assert {r["category"] for r in splits["test_prefs"]} == {"a", "b"}
+    assert split_by_category(list(reversed(records)), 0.5, seed=0) == splits  # order-independent
