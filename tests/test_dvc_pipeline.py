@@ -60,4 +60,5 @@ def test_repro_builds_pairs_then_reruns_only_what_changed(tmp_path, builder_cach
     third = ran(sh("dvc", "repro", cwd=project))
     assert third == {"judge", "pairs", "validate_pairs"}
     judge = json.loads((project / "metrics/judge.json").read_text())
-    assert judge["llm"]["cached"] == judge["llm"]["total"] > 0  # the same questions: all from the cache
+    assert judge["llm"]["done"] == judge["llm"]["total"] > 0
+    assert not {"seconds", "cached", "cost_usd"} & set(judge["llm"])  # no timings or cache hits: reproducible metrics
