@@ -30,6 +30,21 @@ def builder(*args: str, cwd: Path | str | None = None, env: dict | None = None) 
                           capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
+def copy_project(dst: Path) -> Path:
+    """What a fresh clone holds that the pipeline reads: dvc.yaml, params.yaml, the sample data, and the
+    code and schemas the stages declare as deps (the commands themselves run the installed builder)."""
+    import shutil
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, dst / name)
+    shutil.copytree(REPO / "data" / "sample", dst / "data" / "sample")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("builder", "schemas"):
+        shutil.copytree(REPO / name, dst / name, ignore=ignore, symlinks=True)
+    return dst
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 

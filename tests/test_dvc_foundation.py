@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, read_jsonl
+from tests.conftest import REPO, copy_project, read_jsonl
 
 
 def sh(*args, cwd):
@@ -25,9 +25,7 @@ def sh(*args, cwd):
 @pytest.fixture
 def project(tmp_path) -> Path:
     """A fresh clone-like copy of the repository's pipeline files."""
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, tmp_path / name)
-    shutil.copytree(REPO / "data" / "sample", tmp_path / "data" / "sample")
+    copy_project(tmp_path)
     sh("git", "init", "-q", cwd=tmp_path)
     sh("dvc", "init", "-q", cwd=tmp_path)
     return tmp_path
@@ -54,3 +52,17 @@ def test_ingest_and_validate_stages_run_and_are_idempotent(project):
     changed = sh("dvc", "repro", "validate", cwd=project)
     assert "Running stage 'validate@general'" in changed and "Running stage 'ingest@" not in changed
     assert json.loads((project / "metrics/validate/general.json").read_text())["problems_by_reason"].get("too-long", 0) > 0
+
+
+def test_a_new_leak_in_an_eval_file_reruns_mix_and_removes_the_leaking_example(project):
+    sh("dvc", "repro", "mix", cwd=project)
+    mixed = json.loads((project / "data/mix/mix.json").read_text(encoding="utf-8"))
+    leaked = mixed[0]["instruction"]
+    suite = project / "data/sample/eval_harmful.json"
+    doc = json.loads(suite.read_text(encoding="utf-8"))
+    doc["instructions"].append(leaked)
+    suite.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    assert "mix" in sh("dvc", "status", "mix", cwd=project)
+    sh("dvc", "repro", "mix", cwd=project)
+    again = json.loads((project / "data/mix/mix.json").read_text(encoding="utf-8"))
+    assert leaked in {r["instruction"] for r in mixed} and leaked not in {r["instruction"] for r in again}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import copy_project
 
 
 def sh(*args, cwd) -> str:
@@ -33,12 +33,7 @@ def set_params(project: Path, change) -> None:
 
 
 def test_repro_builds_pairs_then_reruns_only_what_changed(tmp_path, builder_cache_session):
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, project / name)
-    shutil.copytree(REPO / "data/sample", project / "data/sample")
-    shutil.copytree(REPO / "builder/prompts", project / "builder/prompts")  # a declared dependency
+    project = copy_project(tmp_path / "project")
 
     def smaller(p):
         p["induce"]["limit"] = 8
@@ -62,3 +57,12 @@ def test_repro_builds_pairs_then_reruns_only_what_changed(tmp_path, builder_cach
     judge = json.loads((project / "metrics/judge.json").read_text())
     assert judge["llm"]["done"] == judge["llm"]["total"] > 0
     assert not {"seconds", "cached", "cost_usd"} & set(judge["llm"])  # no timings or cache hits: reproducible metrics
+
+    # A fix in the judge's code reruns judge (and what follows when its output changes), nothing before it.
+    with open(project / "builder/stages/judge.py", "a", encoding="utf-8") as f:
+        f.write("\n# a fix\n")
+    status = sh("dvc", "status", cwd=project)
+    changed = {line.split(":")[0].strip() for line in status.splitlines() if line and not line[0].isspace()}
+    assert changed == {"judge"} and "builder/stages/judge.py" in status, status
+    # DVC reruns judge; what follows reruns if judge's output changes (DVC compares hashes at each step).
+    assert ran(sh("dvc", "repro", "--dry", cwd=project)) == {"judge"}

@@ -15,7 +15,7 @@ import pytest
 
 from builder.records import record_id
 from builder.stages.mix import TASK_SUFFIXES, TASKS
-from tests.conftest import REPO, builder, read_jsonl, write_jsonl
+from tests.conftest import REPO, builder, copy_project, read_jsonl, write_jsonl
 
 SAMPLE = REPO / "data" / "sample"
 SEED_SAFETY = "safety-tuned-llamas/data/training/safety_only_data_Instructions.json"
@@ -263,9 +263,7 @@ def pipeline_repo(tmp_path_factory):
     repo, home = root / "repo", root / "home"
     repo.mkdir()
     home.mkdir()
-    shutil.copy(REPO / "dvc.yaml", repo)
-    shutil.copy(REPO / "params.yaml", repo)
-    shutil.copytree(SAMPLE, repo / "data" / "sample")
+    copy_project(repo)
     env = _git_dvc_env(home)
 
     def sh(*cmd, check=True):
