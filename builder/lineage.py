@@ -47,8 +47,9 @@ def describe(record_id: str, roots: list[Path], depth: int = 0, seen: set | None
     hits = find(record_id, roots)
     if not hits:
         return [f"{pad}{record_id}: not found under {', '.join(map(str, roots))}"]
-    kept = [rec for _, rec in hits if "_rejected" not in rec]
-    rec = (kept or [hits[-1][1]])[-1]  # the furthest stage's copy carries the most provenance
+    kept = [rec for _, rec in hits if "_rejected" not in rec] or [rec for _, rec in hits]
+    # The furthest stage's copy carries the most provenance: each stage adds its meta.<stage> entry.
+    rec = max(kept, key=lambda r: sum(isinstance(v, dict) for v in (r.get("meta") or {}).values()))
     lines = [f"{pad}{record_id} in {', '.join(str(p) for p, _ in hits)}"]
     lines += [f"{pad}  REJECTED by {r['_rejected']}" for _, r in hits if "_rejected" in r]
     for name in ("prompt", "instruction", "text", "chosen", "rejected", "response", "category"):

@@ -93,8 +93,9 @@ def test_pairs_dataset_loads_and_show_prints_the_lineage(chain, tmp_path):
     assert total + len(read_jsonl(tmp_path / "rejects.jsonl")) == len(read_jsonl(chain / "responded.jsonl"))
     row = ds["train_prefs"][0]
     assert {"prompt", "chosen", "rejected", "prompt_id", "category"} <= set(row)
-    shown = builder("show", row["id"], "--in", str(chain), cwd=chain)
+    shown = builder("show", row["id"], "--in", str(chain), "--in", str(out), cwd=chain)
     assert shown.returncode == 0, shown.stderr
+    assert '"split": "train_prefs"' in shown.stdout  # the furthest stage's copy: the split it went to
     meta = json.loads(row["meta"])
     assert meta["respond"]["instruction_id"] in shown.stdout and meta["respond"]["response_id"] in shown.stdout
     assert "source: sample.jsonl:" in shown.stdout  # back to the source line

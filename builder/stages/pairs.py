@@ -39,6 +39,9 @@ def pairs(in_path: str, out_dir: Path, *, test_size: float = 0.1, seed: int = 0,
                       "; ".join(f"{p['field']}: {p['message']}" for p in entry["problems"]), raw=entry.get("raw"))
                for entry in result.bad]
     splits = split_by_category(result.good, test_size, seed)
+    for name, members in splits.items():  # `builder show` tells which split a pair went to
+        for rec in members:
+            rec["meta"] = {**(rec.get("meta") or {}), "pairs": {"parents": [rec["id"]], "split": name}}
     splits = {name: records for name, records in splits.items() if records}  # no empty parquet files
     if not splits:
         raise BadInput(f"{in_path}: no valid preference pairs left ({result.read} read, all rejected); "
