@@ -1,7 +1,8 @@
 """`builder show ID`: where a record is, and where it came from, stage by stage, back to its source line.
 
-Every stage keeps its parent's id in meta (respond: meta.respond.instruction_id / response_id; induce:
-the instruction's response_id), so the chain can be followed through the pipeline's outputs.
+Every stage records the ids of the records it came from in ``meta.<stage>.parents``
+(builder.stages.base.provenance), so the chain is followed through any stage, present or future,
+without a table of parent fields.
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# meta keys that name a parent record (stage -> field)
-PARENT_LINKS = (("respond", "instruction_id"), ("respond", "response_id"), ("induce", "response_id"))
+from builder.stages.base import parents_of
 
 
 def find(record_id: str, roots: list[Path]) -> list[tuple[Path, dict]]:
@@ -31,11 +31,19 @@ def find(record_id: str, roots: list[Path]) -> list[tuple[Path, dict]]:
     return hits
 
 
+# The pipeline's order (dvc.yaml); a stage not listed here (a user's own) counts as the furthest.
+PIPELINE = ("ingest", "validate", "induce", "filter", "respond", "judge", "pairs", "mix", "generate", "score")
+
+
+def furthest(rec: dict) -> tuple[int, int]:
+    """How far down the pipeline a copy of a record is: its last stage, then how many stages it passed."""
+    stages = [name for name, entry in (rec.get("meta") or {}).items() if isinstance(entry, dict)]
+    last = max((PIPELINE.index(s) if s in PIPELINE else len(PIPELINE) for s in stages), default=-1)
+    return last, len(stages)
+
+
 def parents(rec: dict) -> list[str]:
-    meta = rec.get("meta") or {}
-    found = [meta.get(stage, {}).get(name) for stage, name in PARENT_LINKS if isinstance(meta.get(stage), dict)]
-    found.append(rec.get("response_id"))
-    return list(dict.fromkeys(p for p in found if p and p != rec.get("id")))
+    return parents_of(rec)
 
 
 def describe(record_id: str, roots: list[Path], depth: int = 0, seen: set | None = None) -> list[str]:
@@ -48,8 +56,7 @@ def describe(record_id: str, roots: list[Path], depth: int = 0, seen: set | None
     if not hits:
         return [f"{pad}{record_id}: not found under {', '.join(map(str, roots))}"]
     kept = [rec for _, rec in hits if "_rejected" not in rec] or [rec for _, rec in hits]
-    # The furthest stage's copy carries the most provenance: each stage adds its meta.<stage> entry.
-    rec = max(kept, key=lambda r: sum(isinstance(v, dict) for v in (r.get("meta") or {}).values()))
+    rec = max(kept, key=furthest)  # the furthest stage's copy carries the most provenance
     lines = [f"{pad}{record_id} in {', '.join(str(p) for p, _ in hits)}"]
     lines += [f"{pad}  REJECTED by {r['_rejected']}" for _, r in hits if "_rejected" in r]
     for name in ("prompt", "instruction", "text", "chosen", "rejected", "response", "category"):
@@ -61,7 +68,7 @@ def describe(record_id: str, roots: list[Path], depth: int = 0, seen: set | None
         lines.append(f"{pad}  source: {meta['source']}")
     for stage, info in meta.items():
         if isinstance(info, dict):
-            shown = {k: v for k, v in info.items() if k not in ("params", "p_yes") and not k.endswith("_id")}
+            shown = {k: v for k, v in info.items() if k not in ("params", "p_yes", "parents")}
             lines.append(f"{pad}  {stage}: {json.dumps(shown, ensure_ascii=False)[:300]}")
     for parent in parents(rec):
         lines += describe(parent, roots, depth + 1, seen)

@@ -74,7 +74,8 @@ def test_builders_own_folder_is_replaced_whole_and_marked(judged, tmp_path):
 
 
 def load_in_subprocess(folder: Path, cache: Path, *extra: str) -> dict:
-    """datasets.load_dataset in a fresh process (as a user would run it), with one HF cache shared by calls."""
+    """datasets.load_dataset("pairs") from the folder above, in a fresh process, as the README says a user
+    runs it, with one HF cache shared by the calls."""
     import json
     import subprocess
     import sys
@@ -82,7 +83,8 @@ def load_in_subprocess(folder: Path, cache: Path, *extra: str) -> dict:
     code = ("import json, sys, datasets; d = datasets.load_dataset(sys.argv[1], *sys.argv[2:]); "
             "print(json.dumps({k: sorted(d[k]['id']) for k in d}))")
     env = {**__import__("os").environ, "HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", code, str(folder), *extra], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-c", code, folder.name, *extra], capture_output=True, text=True, env=env,
+                          cwd=folder.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -91,13 +93,14 @@ def test_load_dataset_returns_what_is_on_disk_after_a_rebuild(judged, tmp_path):
     out, cache = tmp_path / "pairs", tmp_path / "hf-cache"
     assert builder("pairs", "--in", judged, "--out", out, "--test-size", "0.2", cwd=tmp_path).returncode == 0
     first = load_in_subprocess(out, cache)
-    assert builder("pairs", "--in", judged, "--out", out, "--test-size", "0.5", "--export", "conversational",
-                   cwd=tmp_path).returncode == 0
+    assert builder("pairs", "--in", judged, "--out", out, "--test-size", "0.5", cwd=tmp_path).returncode == 0
     second = load_in_subprocess(out, cache)
     assert len(second["test_prefs"]) > len(first["test_prefs"])
     on_disk = {split: sorted(r["id"] for r in __import__("polars").read_parquet(next((out / "data").glob(f"{split}-*"))).to_dicts())
                for split in second}
     assert second == on_disk
+    assert builder("pairs", "--in", judged, "--out", out, "--test-size", "0.5", "--export", "conversational",
+                   cwd=tmp_path).returncode == 0
     assert load_in_subprocess(out, cache, "conversational") == second  # typed message lists load too
 
 

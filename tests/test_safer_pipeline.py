@@ -62,10 +62,10 @@ def test_respond_pairs_the_expert_answer_with_the_original_text(chain):
     pairs, rejects = read_jsonl(chain / "responded.jsonl"), read_jsonl(chain / "respond_rejects.jsonl")
     assert len(pairs) + len(rejects) == len(filtered) and pairs
     for pair in pairs:
-        source = filtered[pair["meta"]["respond"]["instruction_id"]]
+        source = filtered[pair["meta"]["respond"]["parents"][0]]
         assert pair["prompt"] == source["instruction"] and pair["rejected"] == source["response"]
         assert pair["chosen"].strip() and pair["chosen"] != pair["rejected"]
-        assert pair["meta"]["respond"]["template"] == "respond_system"
+        assert pair["meta"]["respond"]["template"]["name"] == "respond_system"
 
 
 def test_judge_logprob_mode_gives_a_verdict_per_pair(chain):
@@ -78,7 +78,7 @@ def test_judge_logprob_mode_gives_a_verdict_per_pair(chain):
         assert all(0 <= p <= 1 for p in verdict["p_yes"].values())
         assert verdict["rejected_harmful"] == (verdict["p_yes"]["rejected_harmful"] >= 0.5)
     for rec in kept:  # the default keep rule
-        assert rec["meta"]["judge"]["chosen_harmless"] and rec["meta"]["judge"]["rejected_harmful"]
+        assert rec["meta"]["judge"]["chosen_harmless"]
 
 
 def test_pairs_dataset_loads_and_show_prints_the_lineage(chain, tmp_path):
@@ -97,7 +97,8 @@ def test_pairs_dataset_loads_and_show_prints_the_lineage(chain, tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert '"split": "train_prefs"' in shown.stdout  # the furthest stage's copy: the split it went to
     meta = json.loads(row["meta"])
-    assert meta["respond"]["instruction_id"] in shown.stdout and meta["respond"]["response_id"] in shown.stdout
+    instruction_id, response_id = meta["respond"]["parents"]
+    assert instruction_id in shown.stdout and response_id in shown.stdout
     assert "source: sample.jsonl:" in shown.stdout  # back to the source line
 
 

@@ -290,6 +290,37 @@ def say_stage(metrics: dict, out) -> None:
     say(summary_line(metrics, out))
 
 
+def finish(result) -> None:
+    """Print a stage's summary (and its notes: the LLM summary, errors) and exit with its code."""
+    say(result.summary())
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+def stage_io(inputs, out, rejects=None, metrics=None):
+    """The stage's paths; the ones it writes must be distinct (a quarantine must never replace the output)."""
+    from builder.stages.base import StageIO
+
+    io = StageIO(tuple(str(i) for i in inputs), out, rejects, metrics)
+    written = [Path(p).resolve() for p in io.outputs()]
+    if len(set(written)) != len(written):
+        raise BadInput("--out, --rejects and --metrics must name different files: "
+                       + ", ".join(str(p) for p in io.outputs()))
+    return io
+
+
+def run_llm_stage(name: str, stage: dict, **own) -> None:
+    """An LLM stage command: its params section with flags on top, one run(config, io), the summary."""
+    import importlib
+
+    from builder.config import section
+
+    module = importlib.import_module(f"builder.stages.{name}")
+    config = module.Config.load(section(name), llm_flags=stage["llm_flags"], gen_flags=stage["gen_flags"],
+                                limit=stage["limit"], use_cache=stage["use_cache"], **own)
+    finish(module.run(config, stage_io([stage["in_path"]], stage["out"], stage["rejects"], stage["metrics"])))
+
+
 @app.command()
 @command
 @llm_stage
@@ -302,9 +333,7 @@ def induce(
 
     Example: builder induce --in data/valid/responses.jsonl --out data/induced/instructions.jsonl --rejects rejects.jsonl
     """
-    from builder.stages.induce import induce as run
-
-    say(run(template=template, n_candidates=n_candidates, **stage).message)
+    run_llm_stage("induce", stage, template=template, n_candidates=n_candidates)
 
 
 @app.command("filter")
@@ -318,9 +347,7 @@ def filter_(
 
     Example: builder filter --in data/induced/instructions.jsonl --out data/filtered/instructions.jsonl --rejects rejects.jsonl
     """
-    from builder.stages.filter import run
-
-    say_stage(run(quality=quality, **stage), stage["out"])
+    run_llm_stage("filter", stage, quality=quality)
 
 
 @app.command()
@@ -334,9 +361,7 @@ def respond(
 
     Example: builder respond --in data/filtered/instructions.jsonl --out data/responded/pairs.jsonl --backend openai --model gpt-4o
     """
-    from builder.stages.respond import run
-
-    say_stage(run(system=system, **stage), stage["out"])
+    run_llm_stage("respond", stage, system=system)
 
 
 @app.command()
@@ -350,9 +375,7 @@ def judge(
 
     Example: builder judge --in data/responded/pairs.jsonl --out data/judged/pairs.jsonl --rejects judge_rejects.jsonl
     """
-    from builder.stages.judge import run
-
-    say_stage(run(mode=mode, **stage), stage["out"])
+    run_llm_stage("judge", stage, mode=mode)
 
 
 @app.command()

@@ -34,7 +34,7 @@ class LLMSpec:
     adapter: str | None = None  # hf: a PEFT folder; openai: the adapter's served name (vLLM --lora-modules)
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never written anywhere
     concurrency: int = 16  # openai: requests in flight
-    batch_size: int = 8  # hf: prompts per generate call
+    batch_size: int = 16  # hf: prompts per generate call
     timeout_s: float = 120.0  # openai: per request
     max_retries: int = 6  # openai: retries per request (408/409/429/5xx, timeouts, dropped connections, bad bodies)
     prices: dict = field(default_factory=dict)  # model -> {input: $ per 1M tokens, output: $ per 1M tokens}
@@ -48,6 +48,7 @@ class LLMSpec:
     cooldown_s: float = 30.0  # longest pause of a failing base URL
     dry_run: bool = False  # count what is not cached and estimate tokens and cost, send nothing
     max_budget_usd: float | None = None  # openai: send no new request once this much was spent in the run
+    max_failed_fraction: float = 0.1  # a stage fails (exit 1, no output) when more of its records' calls failed
 
     def __post_init__(self):
         from builder.errors import BadInput

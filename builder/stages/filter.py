@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from builder.metrics import reject, write_outputs
+from builder.errors import BadInput
+from builder.records import load_records
+from builder.stages.base import Reject, StageIO, StageResult, provenance, write_result
+from builder.stages.llm_task import LLMStageConfig, LLMTask, run_task
 
 DEFAULT_LEAK_MARKERS = ("### response", "### instruction", "### input", "below is a response",
                         "write the instruction", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "[inst]")
@@ -21,23 +23,31 @@ _WORD = re.compile(r"\w+")
 _NON_WORD = re.compile(r"[\W_]+")
 
 
-@dataclass(frozen=True)
-class Rules:
-    min_words: int = 3
-    max_words: int = 300
-    max_repeat_ratio: float = 0.5  # share of repeated word 3-grams that makes an instruction degenerate
-    max_copy_overlap: float = 0.8  # word-set Jaccard with its response that makes it a copy
-    leak_markers: tuple[str, ...] = DEFAULT_LEAK_MARKERS
-    refusal_markers: tuple[str, ...] = DEFAULT_REFUSAL_MARKERS
+
+@dataclass
+class Config(LLMStageConfig):
+    section_name = "filter"
+    min_words: int = field(default=3, metadata={"help": "Fewer words: too-short."})
+    max_words: int = field(default=300, metadata={"help": "More words: too-long."})
+    max_repeat_ratio: float = field(default=0.5, metadata={"help": "Share of repeated word 3-grams that makes an instruction degenerate."})
+    max_copy_overlap: float = field(default=0.8, metadata={"help": "Word-set Jaccard with its response that makes it a copy."})
+    leak_markers: list = field(default_factory=lambda: list(DEFAULT_LEAK_MARKERS), metadata={"help": "Template text that must not appear (lower case)."})
+    refusal_markers: list = field(default_factory=lambda: list(DEFAULT_REFUSAL_MARKERS), metadata={"help": "Openings that read as a refusal (lower case)."})
+    quality: bool = field(default=False, metadata={"help": "Also ask the expert for a 1-5 quality score (self-curation)."})
+    min_quality: int = field(default=3, metadata={"help": "Lowest quality score kept."})
+    quality_mode: str = field(default="logprob", metadata={"help": "logprob: score the choices 1..5 (small local models); text: parse a digit."})
+    quality_template: str = field(default="filter_quality", metadata={"help": "Preset or file with {instruction} and {response}."})
+
+    def __post_init__(self):
+        if self.quality_mode not in ("logprob", "text"):
+            raise BadInput(f"filter.quality_mode {self.quality_mode!r}: accepted: logprob, text")
 
     @classmethod
-    def from_params(cls, params: dict) -> "Rules":
-        names = {f for f in cls.__dataclass_fields__}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in names}
-        return cls(**values)
+    def load(cls, params: dict, **kwargs):
+        return super().load(params, gen_defaults={"max_new_tokens": 4}, **kwargs)
 
 
-def heuristic_reason(rec: dict, rules: Rules) -> tuple[str, str] | None:
+def heuristic_reason(rec: dict, rules: Config) -> tuple[str, str] | None:
     """(reason, detail) when an instruction fails a heuristic, else None."""
     text = (rec.get("instruction") or "").strip()
     words = _WORD.findall(text.lower())
@@ -67,23 +77,54 @@ def heuristic_reason(rec: dict, rules: Rules) -> tuple[str, str] | None:
     return None
 
 
-@dataclass
-class QualityCheck:
-    """Optional expert score: the request for each record and how to read the answer."""
+class QualityScore(LLMTask):
+    """The optional expert score 1-5, read from choice log-probabilities or a digit in the answer."""
 
-    template: object  # builder.prompts.Template with {instruction} and {response}
-    min_quality: int = 3
-    mode: str = "logprob"  # logprob: score the choices 1..5 (small local models); text: parse a digit
-    choices: tuple[str, ...] = field(default=("1", "2", "3", "4", "5"))
+    stage = "filter"
+    choices = ("1", "2", "3", "4", "5")
+
+    def __init__(self, config: Config):
+        from builder.prompts import load_template
+
+        self.config = config
+        self.template = load_template(config.quality_template)
+        self.template.check_fields(("instruction", "response"))
+        self.check_empty = config.quality_mode == "text"
+        self.drop_truncated = False  # a digit is all that is read
+
+    def format_input(self, record: dict):
+        from builder.llm import Request
+
+        prompt = self.template.render(instruction=record["instruction"], response=record["response"])
+        return [Request("quality", prompt=prompt, params=self.config.gen,
+                        choices=self.choices if self.config.quality_mode == "logprob" else None)]
+
+    def format_output(self, record: dict, completions: list) -> dict | Reject:
+        completion = completions[0]
+        score = read_score(completion, self.config.quality_mode)
+        if score is None:
+            return self.reject(record, "unparseable-score", "no score 1-5 in the output", raw=completion.text)
+        llm = self.config.llm
+        scored = {**record, "meta": provenance(record.get("meta"), "filter", [record["id"]], quality=score,
+                                               model=llm.model, backend=llm.backend, template=self.template.as_meta())}
+        if score < self.config.min_quality:
+            return self.reject(scored, "low-quality", f"score {score} < filter.min_quality {self.config.min_quality}")
+        return scored
 
 
-def filter_instructions(records: list[dict], out: Path, *, rules: Rules, quality: QualityCheck | None = None,
-                        llm=None, gen=None, use_cache: bool = True, rejects_path: Path | None = None,
-                        metrics_path: Path | None = None) -> dict:
-    """Keep the instructions that pass; everything dropped goes to rejects with its reason."""
+def read_score(completion, mode: str) -> int | None:
+    if mode == "logprob" and completion.choice_logprobs:
+        return int(max(completion.choice_logprobs, key=completion.choice_logprobs.get))
+    match = re.search(r"[1-5]", completion.text or "")
+    return int(match.group()) if match else None
+
+
+def run(config: Config, io: StageIO) -> StageResult:
+    """Heuristics first (free), then the optional expert score on what passed them."""
+    records = config.take(load_records(io.input, "instruction"))
     kept, rejects, seen = [], [], {}
     for rec in records:
-        found = heuristic_reason(rec, rules)
+        found = heuristic_reason(rec, config)
         if found is None:
             # the same normalisation as validate's near-duplicates: case, punctuation and spacing do not count
             key = (_NON_WORD.sub(" ", rec["instruction"].lower()).strip(), rec.get("response_id") or rec.get("response"))
@@ -92,76 +133,15 @@ def filter_instructions(records: list[dict], out: Path, *, rules: Rules, quality
             else:
                 seen[key] = rec["id"]
         if found:
-            rejects.append(reject("filter", rec, *found))
+            rejects.append(Reject("filter", *found, record=rec))
         else:
             kept.append(rec)
-    extra = {}
-    if quality is not None and kept:
-        kept, quality_rejects, extra = _score_quality(kept, quality, llm, gen, use_cache)
-        rejects += quality_rejects
-    return write_outputs("filter", out, kept, "instruction", read=records, rejects=rejects,
-                         rejects_path=rejects_path, metrics_path=metrics_path, **extra)
-
-
-def _score_quality(records, quality: QualityCheck, llm, gen, use_cache):
-    from builder.llm import Request, run_requests
-
-    requests = []
-    for rec in records:
-        prompt = quality.template.render(instruction=rec["instruction"], response=rec["response"])
-        requests.append(Request(rec["id"], prompt=prompt, params=gen,
-                                choices=quality.choices if quality.mode == "logprob" else None))
-    outcome = run_requests(llm, requests, use_cache=use_cache, desc="filter: quality")
-    kept, rejects, scores = [], [], []
-    for rec in records:
-        if rec["id"] in outcome.failures:
-            failure = outcome.failures[rec["id"]]
-            rejects.append(reject("filter", rec, "llm-failure", failure.reason, raw=failure.raw))
-            continue
-        completion = outcome.completions[rec["id"]]
-        score = _read_score(completion, quality)
-        if score is None:
-            rejects.append(reject("filter", rec, "unparseable-score", "no score 1-5 in the output", raw=completion.text))
-            continue
-        scores.append(score)
-        rec = {**rec, "meta": {**rec.get("meta", {}), "filter": {
-            "quality": score, "model": llm.model, "backend": llm.backend, "template": quality.template.name,
-            "template_hash": quality.template.hash}}}
-        if score < quality.min_quality:
-            rejects.append(reject("filter", rec, "low-quality", f"score {score} < filter.min_quality {quality.min_quality}"))
-        else:
-            kept.append(rec)
-    extra = {"quality_scores": {str(s): scores.count(s) for s in sorted(set(scores))}, "llm": outcome.summary.as_metrics()}
-    return kept, rejects, extra
-
-
-def _read_score(completion, quality: QualityCheck) -> int | None:
-    if quality.mode == "logprob" and completion.choice_logprobs:
-        best = max(completion.choice_logprobs, key=completion.choice_logprobs.get)
-        return int(best)
-    match = re.search(r"[1-5]", completion.text or "")
-    return int(match.group()) if match else None
-
-
-def run(in_path: str, out: Path, *, rejects: Path | None = None, metrics: Path | None = None,
-        quality: bool | None = None, limit: int | None = None, use_cache: bool = True,
-        llm_flags: dict | None = None, gen_flags: dict | None = None) -> dict:
-    """The `builder filter` command: params ``filter:`` with command-line flags on top."""
-    from builder.config import pick, section
-    from builder.records import load_records
-
-    params = section("filter")
-    rules = Rules.from_params(params)
-    records = load_records(in_path, "instruction")[:limit]
-    check, llm, gen = None, None, None
-    if pick(quality, params, "quality", False):
-        from builder.llm import LLMSpec, gen_params
-        from builder.prompts import load_template
-
-        template = load_template(params.get("quality_template", "filter_quality"))
-        template.check_fields(("instruction", "response"))
-        check = QualityCheck(template, int(params.get("min_quality", 3)), params.get("quality_mode", "logprob"))
-        llm = LLMSpec.from_params(params, **(llm_flags or {}))
-        gen = gen_params({"max_new_tokens": 4, **params}, **(gen_flags or {}))
-    return filter_instructions(records, out, rules=rules, quality=check, llm=llm, gen=gen, use_cache=use_cache,
-                               rejects_path=rejects, metrics_path=metrics)
+    result = StageResult("filter", read=len(records), kept=kept, rejects=rejects)
+    if config.quality and kept:
+        scored = run_task(QualityScore(config), kept, config.llm, use_cache=config.use_cache).result
+        scores = [r["meta"]["filter"]["quality"] for r in scored.kept] + [
+            r.record["meta"]["filter"]["quality"] for r in scored.rejects if r.reason == "low-quality"]
+        result = StageResult("filter", read=len(records), kept=scored.kept, rejects=rejects + scored.rejects,
+                             extra={**scored.extra, "quality_scores": {str(s): scores.count(s) for s in sorted(set(scores))}},
+                             notes=scored.notes, exit_code=scored.exit_code)
+    return write_result(result, io, "instruction")

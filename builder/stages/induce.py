@@ -5,20 +5,35 @@ is the response); the model's continuation is the instruction. ``n_candidates`` 
 instructions per response (seeds seed, seed+1, ...). Every record carries its provenance in ``meta``
 (``meta.induce``: model, backend, template name and hash, params; no wall-clock time, so a
 rerun writes byte-identical output). Failed requests and empty instructions go to the rejects file with
-a reason, in the format every stage uses (builder.metrics.reject).
+a reason, in the shape every stage uses (builder.stages.base.Reject).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from builder.config import pick, section
-from builder.errors import BadInput, RunFailed
-from builder.metrics import reject, write_outputs
-from builder.records import load_records, to_record, write_records
+from builder.errors import BadInput
+from builder.records import load_records, to_record
+from builder.stages.base import StageIO, StageResult, provenance, write_result
+from builder.stages.llm_task import LLMStageConfig, LLMTask, run_task
 
-DEFAULT_TEMPLATE = "safer_instruct_reverse"
+
+@dataclass
+class Config(LLMStageConfig):
+    section_name = "induce"
+    template: str = field(default="safer_instruct_reverse", metadata={"help": "Preset (safer_instruct_reverse, "
+                                                                              "alpaca, llama2) or a .json/.txt file."})
+    n_candidates: int = field(default=1, metadata={"help": "Instructions kept per response (> 1 needs temperature > 0)."})
+
+    @classmethod
+    def load(cls, params: dict, **kwargs):
+        config = super().load(params, **kwargs)
+        if config.n_candidates < 1:
+            raise BadInput(f"--n-candidates must be at least 1, got {config.n_candidates}")
+        if config.n_candidates > 1 and config.gen.greedy:
+            raise BadInput(f"--n-candidates {config.n_candidates} with temperature 0 would give {config.n_candidates} "
+                           "identical instructions; set --temperature (e.g. 0.7) so each candidate is sampled with its own seed")
+        return config
 
 
 def template_fields(rec: dict) -> dict:
@@ -43,89 +58,55 @@ def clean_instruction(text: str, response_split: str | None = None) -> str:
     return text.strip()
 
 
-@dataclass
-class InduceOutcome:
-    written: int
-    rejected: int
-    responses: int
-    message: str
-    summary: object = None
-    rejects: list[dict] = field(default_factory=list)
+class Induce(LLMTask):
+    """One request per candidate (seeds seed, seed+1, ...); each candidate becomes its own instruction
+    record, so format_output returns the list for one response (run_task keeps lists as they come)."""
+
+    stage = "induce"
+    drop_truncated = False  # a long continuation is cut at the next template section anyway
+    check_empty = False  # judged per candidate in format_output
+
+    def __init__(self, config: Config):
+        from builder.prompts import load_template
+
+        self.config = config
+        self.template = load_template(config.template)
+        self.template.check_fields(FIELDS)  # before any record is read or any request is sent
+
+    def format_input(self, record: dict):
+        from builder.llm import Request
+
+        prompt = self.template.render(**template_fields(record))
+        k, gen = self.config.n_candidates, self.config.gen
+        return [Request(str(i), prompt=prompt, params=replace(gen, seed=gen.seed + i) if k > 1 else gen) for i in range(k)]
+
+    def format_output(self, record: dict, completions: list):
+        llm, out, seen = self.config.llm, [], set()
+        for i, c in enumerate(completions):
+            detail = f"candidate {i}; " if len(completions) > 1 else ""
+            instruction = clean_instruction(c.text, self.template.response_split)
+            if not instruction:
+                out.append(self.reject(record, "empty-output", detail + "the model wrote no instruction", raw=c.text))
+                continue
+            params = replace(self.config.gen, seed=self.config.gen.seed + i) if len(completions) > 1 else self.config.gen
+            meta = provenance({"source": (record.get("meta") or {}).get("source") or record.get("source")}, "induce",
+                              [record["id"]], model=c.model, backend=llm.backend, adapter=llm.adapter,
+                              template=self.template.as_meta(), params=params.as_dict(), candidate=i,
+                              finish_reason=c.finish_reason)
+            data = {"instruction": instruction, "response": record["text"], "response_id": record["id"],
+                    "category": record.get("category"), "meta": meta}
+            rec, _ = to_record("instruction", data)
+            if rec["id"] in seen:  # two candidates that came out the same
+                out.append(self.reject(record, "duplicate", detail + "same instruction as another candidate", raw=c.text))
+                continue
+            seen.add(rec["id"])
+            out.append(rec)
+        return out
 
 
-def induce(in_path: str, out: Path, *, rejects: Path | None = None, metrics: Path | None = None,
-           template: str | None = None, n_candidates: int | None = None, limit: int | None = None,
-           use_cache: bool = True, llm_flags: dict | None = None, gen_flags: dict | None = None) -> InduceOutcome:
-    """The `builder induce` command: params ``induce:`` (over ``llm:``) with command-line flags on top."""
-    from builder.llm import LLMSpec, Request, gen_params, run_requests
-    from builder.prompts import load_template
-
-    params = section("induce")
-    spec = LLMSpec.from_params(params, **(llm_flags or {}))
-    gp = gen_params(params, **(gen_flags or {}))
-    tpl = load_template(pick(template, params, "template", DEFAULT_TEMPLATE))
-    tpl.check_fields(FIELDS)  # before any record is read or any request is sent
-    k = int(pick(n_candidates, params, "n_candidates", 1))
-    if k < 1:
-        raise BadInput(f"--n-candidates must be at least 1, got {k}")
-    if k > 1 and gp.greedy:
-        raise BadInput(f"--n-candidates {k} with temperature 0 would give {k} identical instructions; "
-                       "set --temperature (e.g. 0.7) so each candidate is sampled with its own seed")
-    limit = pick(limit, params, "limit")
-    records = load_records(str(in_path), "response")
-    if limit is not None:
-        if int(limit) < 0:
-            raise BadInput(f"--limit must be >= 0, got {limit}")
-        records = records[: int(limit)]
-
-    requests, origin = [], {}
-    for n, rec in enumerate(records):
-        prompt = tpl.render(**template_fields(rec))
-        for i in range(k):
-            key = f"{n}:{rec['id']}" + (f":{i}" if k > 1 else "")
-            p = replace(gp, seed=gp.seed + i) if k > 1 else gp
-            requests.append(Request(key, prompt=prompt, params=p))
-            origin[key] = (rec, i, prompt)
-
-    outcome = run_requests(spec, requests, use_cache=use_cache, desc="induce")
-
-    written, rejected, seen = [], [], set()
-    for req in requests:
-        rec, i, prompt = origin[req.key]
-        detail = f"candidate {i}; " if k > 1 else ""
-        if req.key in outcome.failures:
-            fail = outcome.failures[req.key]
-            rejected.append(reject("induce", rec, "llm-failure", detail + fail.reason, raw=fail.raw))
-            continue
-        c = outcome.completions[req.key]
-        instruction = clean_instruction(c.text, tpl.response_split)
-        if not instruction:
-            rejected.append(reject("induce", rec, "empty-output", detail + "the model wrote no instruction", raw=c.text))
-            continue
-        meta = {"source": (rec.get("meta") or {}).get("source") or rec.get("source"),
-                "induce": {"response_id": rec["id"], "model": c.model, "backend": spec.backend, "adapter": spec.adapter,
-                           "template": tpl.as_meta(), "params": req.params.as_dict(), "candidate": i,
-                           "finish_reason": c.finish_reason}}
-        data = {"instruction": instruction, "response": rec["text"], "response_id": rec["id"],
-                "category": rec.get("category"), "meta": meta}
-        record, _ = to_record("instruction", data)
-        if record["id"] in seen:  # two candidates that came out the same
-            rejected.append(reject("induce", rec, "duplicate", detail + "same instruction as another candidate", raw=c.text))
-            continue
-        seen.add(record["id"])
-        written.append(record)
-
-    if requests and not written and len(outcome.failures) == len(requests):
-        first = next(iter(outcome.failures.values()))
-        if rejects is not None:
-            write_records(rejects, rejected)
-        raise RunFailed(f"induce: every request failed ({len(requests)}); first reason: {first.reason}"
-                        + (f"; all are in {rejects}" if rejects else ""))
-    write_outputs("induce", out, written, "instruction", read=records, rejects=rejected, rejects_path=rejects,
-                  metrics_path=metrics, candidates=k, llm=outcome.summary.as_metrics())
-    message = (f"induced {len(written)} instructions from {len(records)} responses into {out}"
-               + (f" ({k} candidates each)" if k > 1 else "")
-               + (f"; {len(rejected)} rejected" + (f" -> {rejects}" if rejects else " (add --rejects PATH to keep them)")
-                  if rejected else "")
-               + f"\nllm ({spec.backend}, {spec.model}): {outcome.summary}")
-    return InduceOutcome(len(written), len(rejected), len(records), message, outcome.summary, rejected)
+def run(config: Config, io: StageIO) -> StageResult:
+    task = Induce(config)
+    records = config.take(load_records(io.input, "response"))
+    result = run_task(task, records, config.llm, use_cache=config.use_cache).result
+    result.extra["candidates"] = config.n_candidates
+    return write_result(result, io, "instruction")

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from builder.errors import BadInput, RunFailed
-from builder.metrics import reject, write_outputs
+from builder.records import load_records
+from builder.stages.base import Reject, StageIO, StageResult, provenance, write_result
+from builder.stages.llm_task import LLMStageConfig, LLMTask, run_task, settle
 
 VERDICT_FIELDS = ("chosen_harmless", "chosen_helpful", "rejected_harmful", "instruction_matches_response")
 VERDICT_SCHEMA = {
@@ -35,12 +36,17 @@ QUESTIONS = {
 
 
 @dataclass
-class JudgeSetup:
-    mode: str  # json | logprob
-    template: object  # json: {prompt}{chosen}{rejected}; logprob: {instruction}{response}{question}
-    keep: dict = field(default_factory=lambda: {"chosen_harmless": True, "rejected_harmful": True})
-    yes_threshold: float = 0.5  # logprob: P(yes) at or above this reads as yes
-    calibrate: bool = True  # logprob: divide out the model's yes/no bias, measured on a content-free pair
+class Config(LLMStageConfig):
+    section_name = "judge"
+    mode: str = field(default="logprob", metadata={"help": "json: a structured verdict (strong models); logprob: "
+                                                           "yes/no log-probabilities per question (small local models)."})
+    template: str | None = field(default=None, metadata={"help": "Preset or file [default: judge_json / judge_question]."})
+    keep: dict = field(default_factory=lambda: {"chosen_harmless": True},
+                       metadata={"help": "Verdict fields that must hold for a pair to stay (with a strong judge, "
+                                         "add rejected_harmful: true)."})
+    yes_threshold: float = field(default=0.5, metadata={"help": "logprob: P(yes) at or above this reads as yes."})
+    calibrate: bool = field(default=True, metadata={"help": "logprob: divide out the model's yes/no bias measured "
+                                                            "on a content-free pair (contextual calibration)."})
 
     def __post_init__(self):
         if self.mode not in ("json", "logprob"):
@@ -49,135 +55,162 @@ class JudgeSetup:
         if unknown:
             raise BadInput(f"judge.keep names unknown verdict fields {unknown}; accepted: {', '.join(VERDICT_FIELDS)}")
 
+    @classmethod
+    def load(cls, params: dict, **kwargs):
+        mode = kwargs.get("mode") or (params or {}).get("mode") or cls.mode
+        # a verdict object needs room; a yes/no choice needs one token
+        return super().load(params, gen_defaults={"max_new_tokens": 256 if mode == "json" else 1}, **kwargs)
 
-def judge(records: list[dict], out: Path, *, setup: JudgeSetup, llm, gen, use_cache: bool = True,
-          rejects_path: Path | None = None, metrics_path: Path | None = None) -> dict:
-    verdicts, failures, summary = (_json_verdicts if setup.mode == "json" else _logprob_verdicts)(
-        records, setup, llm, gen, use_cache)
-    kept, rejects = [], []
-    for rec in records:
-        if rec["id"] in failures:
-            reason, detail, raw = failures[rec["id"]]
-            rejects.append(reject("judge", rec, reason, detail, raw=raw))
-            continue
-        verdict = verdicts[rec["id"]]
-        judged = {**rec, "is_safe": verdict["chosen_harmless"],
-                  "meta": {**(rec.get("meta") or {}), "judge": {
-                      **verdict, "mode": setup.mode, "model": llm.model, "backend": llm.backend,
-                      "template": setup.template.name, "template_hash": setup.template.hash,
-                      "keep": setup.keep}}}
-        failed = [name for name, wanted in setup.keep.items() if verdict[name] != wanted]
+
+class Judge(LLMTask):
+    """The verdict to record and the keep rule, shared by both modes."""
+
+    stage = "judge"
+
+    def __init__(self, config: Config):
+        from builder.prompts import load_template
+
+        self.config = config
+        self.template = load_template(config.template or ("judge_json" if config.mode == "json" else "judge_question"))
+        self.template.check_fields(("prompt", "chosen", "rejected") if config.mode == "json"
+                                   else ("instruction", "response", "question"))
+
+    def decide(self, record: dict, verdict: dict) -> dict | Reject:
+        llm = self.config.llm
+        judged = {**record, "is_safe": verdict["chosen_harmless"],
+                  "meta": provenance(record.get("meta"), "judge", [record["id"]], **verdict, mode=self.config.mode,
+                                     model=llm.model, backend=llm.backend, template=self.template.as_meta(),
+                                     keep=self.config.keep)}
+        failed = [name for name, wanted in self.config.keep.items() if verdict[name] != wanted]
         if failed:
             detail = ", ".join(f"{name} is {verdict[name]}" for name in failed)
-            rejects.append(reject("judge", judged, "judge-rule", f"{detail}; rationale: {verdict.get('rationale', '')}"))
-        else:
-            kept.append(judged)
-    return write_outputs("judge", out, kept, "preference", read=records, rejects=rejects, rejects_path=rejects_path,
-                         metrics_path=metrics_path, mode=setup.mode, keep=setup.keep, llm=summary)
+            return self.reject(judged, "judge-rule", f"{detail}; rationale: {verdict.get('rationale', '')}")
+        return judged
 
 
-def _json_verdicts(records, setup: JudgeSetup, llm, gen, use_cache):
-    from builder.llm import Request, run_requests
-    from builder.llm.runner import UNPARSEABLE
+class JsonJudge(Judge):
+    """One request per pair asking for a verdict object (server-side JSON schema where supported)."""
 
-    def ask(rec):
-        return (("user", setup.template.render(prompt=rec["prompt"], chosen=rec["chosen"], rejected=rec["rejected"])),)
+    def ask(self, record: dict) -> tuple:
+        return (("user", self.template.render(prompt=record["prompt"], chosen=record["chosen"],
+                                              rejected=record["rejected"])),)
 
-    first = run_requests(llm, [Request(r["id"], messages=ask(r), params=gen, json_schema=VERDICT_SCHEMA) for r in records],
-                         use_cache=use_cache, desc="judge")
-    verdicts, failures, broken = {}, {}, {}
-    for rec in records:
-        failure = first.failures.get(rec["id"])
-        if failure is not None and failure.reason.startswith(UNPARSEABLE):
-            broken[rec["id"]] = (failure.raw, failure.reason)  # answered, but not with a verdict: repair
-        elif failure is not None:
-            failures[rec["id"]] = ("llm-failure", failure.reason, failure.raw)
-        else:
-            verdicts[rec["id"]] = json.loads(first.completions[rec["id"]].text)  # the engine checked the schema
-    if broken:  # one repair attempt: show the model its answer and what was wrong with it
-        by_id = {r["id"]: r for r in records}
-        repairs = [Request(f"{rid}:repair", params=gen, json_schema=VERDICT_SCHEMA, messages=(
-            *ask(by_id[rid]), ("assistant", text or ""),
-            ("user", f"That answer could not be used ({problem}). Reply with only a JSON object with the boolean "
-                     f"fields {', '.join(VERDICT_FIELDS)} and a string field rationale.")))
-            for rid, (text, problem) in broken.items()]
-        second = run_requests(llm, repairs, use_cache=use_cache, desc="judge: repair")
-        for rid, (text, problem) in broken.items():
-            completion, failure = second.completions.get(f"{rid}:repair"), second.failures.get(f"{rid}:repair")
-            if completion is not None:
-                verdicts[rid] = json.loads(completion.text)
-            else:
-                raw = f"{text}\n--- repair ---\n{failure.raw or ''}"
-                failures[rid] = ("unparseable-verdict", f"{problem}; after one repair attempt: {failure.reason}", raw)
-    return verdicts, failures, {"first": first.summary.as_metrics()}
+    def format_input(self, record: dict):
+        from builder.llm import Request
+
+        return [Request("verdict", messages=self.ask(record), params=self.config.gen, json_schema=VERDICT_SCHEMA)]
+
+    def failure_reason(self, failure) -> str:
+        from builder.llm.runner import UNPARSEABLE
+
+        # answered, but not with a verdict: one repair turn follows, so it is not a failed call
+        return "unparseable-verdict" if failure.reason.startswith(UNPARSEABLE) else super().failure_reason(failure)
+
+    def format_output(self, record: dict, completions: list) -> dict | Reject:
+        return self.decide(record, json.loads(completions[-1].text))  # the engine checked the schema
 
 
-def _logprob_verdicts(records, setup: JudgeSetup, llm, gen, use_cache):
-    from builder.llm import Request, run_requests
+class RepairJudge(JsonJudge):
+    """The one repair turn: the model sees its unusable answer and what was wrong with it."""
 
-    def ask(key, instruction, response, question):
-        prompt = setup.template.render(instruction=instruction, response=response, question=question)
-        return Request(key, prompt=prompt, params=gen, choices=("Yes", "No"))
+    def __init__(self, config: Config, broken: dict[str, Reject]):
+        super().__init__(config)
+        self.broken = broken  # record id -> the first attempt's reject (raw answer, problem)
 
-    requests = [ask(f"{rec['id']}:{name}", rec["prompt"], rec[side], question)
-                for rec in records for name, (side, question) in QUESTIONS.items()]
-    if setup.calibrate:  # contextual calibration: the same question about a content-free pair
-        requests += [ask(f"calibration:{name}", "N/A", "N/A", question) for name, (_, question) in QUESTIONS.items()]
-    outcome = run_requests(llm, requests, use_cache=use_cache, desc="judge (logprob)")
+    def format_input(self, record: dict):
+        from builder.llm import Request
 
-    def p_yes(key):
-        completion = outcome.completions.get(key)
-        if completion is None or not completion.choice_logprobs:
-            failure = outcome.failures.get(key)
-            return None, (failure.reason, failure.raw) if failure else ("no log-probabilities returned", None)
-        yes, no = completion.choice_logprobs["Yes"], completion.choice_logprobs["No"]
-        return 1 / (1 + math.exp(no - yes)), None  # P(yes) among {yes, no}
+        first = self.broken[record["id"]]
+        turn = (f"That answer could not be used ({first.detail}). Reply with only a JSON object with the boolean "
+                f"fields {', '.join(VERDICT_FIELDS)} and a string field rationale.")
+        return [Request("repair", params=self.config.gen, json_schema=VERDICT_SCHEMA,
+                        messages=(*self.ask(record), ("assistant", first.raw or ""), ("user", turn)))]
 
-    baseline = {name: 0.5 for name in QUESTIONS}
-    if setup.calibrate:
+
+class LogprobJudge(Judge):
+    """One yes/no question per verdict field, read from P(Yes) vs P(No), re-weighted by the model's
+    answer about a content-free pair (contextual calibration)."""
+
+    check_empty = False
+
+    def __init__(self, config: Config):
+        super().__init__(config)
+        self.baseline = {name: 0.5 for name in QUESTIONS}
+
+    def question(self, key: str, instruction: str, response: str, question: str):
+        from builder.llm import Request
+
+        prompt = self.template.render(instruction=instruction, response=response, question=question)
+        return Request(key, prompt=prompt, params=self.config.gen, choices=("Yes", "No"))
+
+    def calibrate(self) -> None:
+        from builder.llm import run_requests
+
+        requests = [self.question(f"calibration:{name}", "N/A", "N/A", q) for name, (_, q) in QUESTIONS.items()]
+        outcome = run_requests(self.config.llm, requests, use_cache=self.config.use_cache, desc="judge: calibration")
         for name in QUESTIONS:
-            p, problem = p_yes(f"calibration:{name}")
-            if problem:
-                raise RunFailed(f"judge: the calibration request failed ({problem[0]}); set judge.calibrate: false "
+            p = p_yes(outcome.completions.get(f"calibration:{name}"))
+            if p is None:
+                failure = outcome.failures.get(f"calibration:{name}")
+                reason = failure.reason if failure else "no log-probabilities returned"
+                raise RunFailed(f"judge: the calibration request failed ({reason}); set judge.calibrate: false "
                                 "to judge without it")
-            baseline[name] = p
-    verdicts, failures = {}, {}
-    for rec in records:
-        probabilities, problem = {}, None
-        for name in QUESTIONS:
-            p, problem = p_yes(f"{rec['id']}:{name}")
-            if problem:
-                break
-            b = baseline[name]  # P(yes) re-weighted so that the content-free answer sits at 0.5
+            self.baseline[name] = p
+
+    def format_input(self, record: dict):
+        return [self.question(name, record["prompt"], record[side], q) for name, (side, q) in QUESTIONS.items()]
+
+    def format_output(self, record: dict, completions: list) -> dict | Reject:
+        probabilities = {}
+        for name, completion in zip(QUESTIONS, completions):
+            p = p_yes(completion)
+            if p is None:
+                return self.reject(record, "llm-failure", "no log-probabilities returned", raw=completion.text)
+            b = self.baseline[name]  # P(yes) re-weighted so that the content-free answer sits at 0.5
             probabilities[name] = (p / b) / (p / b + (1 - p) / (1 - b))
-        if problem:
-            failures[rec["id"]] = ("llm-failure", problem[0], problem[1])
-            continue
-        verdicts[rec["id"]] = {
-            **{name: p >= setup.yes_threshold for name, p in probabilities.items()},
-            "p_yes": {name: round(p, 4) for name, p in probabilities.items()},
-            "rationale": "logprob mode: " + ", ".join(f"P(yes | {n}) = {p:.2f}" for n, p in probabilities.items()),
-        }
-    return verdicts, failures, {**outcome.summary.as_metrics(), "calibration_p_yes": {k: round(v, 4) for k, v in baseline.items()}}
+        verdict = {**{name: p >= self.config.yes_threshold for name, p in probabilities.items()},
+                   "p_yes": {name: round(p, 4) for name, p in probabilities.items()},
+                   "rationale": "logprob mode: " + ", ".join(f"P(yes | {n}) = {p:.2f}" for n, p in probabilities.items())}
+        return self.decide(record, verdict)
 
 
-def run(in_path: str, out: Path, *, rejects: Path | None = None, metrics: Path | None = None,
-        mode: str | None = None, limit: int | None = None, use_cache: bool = True,
-        llm_flags: dict | None = None, gen_flags: dict | None = None) -> dict:
-    """The `builder judge` command: params ``judge:`` (over ``llm:``) with command-line flags on top."""
-    from builder.config import pick, section
-    from builder.llm import LLMSpec, gen_params
-    from builder.prompts import load_template
-    from builder.records import load_records
+def p_yes(completion) -> float | None:
+    """P(yes) among {yes, no}, or None when the completion carries no choice log-probabilities."""
+    if completion is None or not completion.choice_logprobs:
+        return None
+    yes, no = completion.choice_logprobs["Yes"], completion.choice_logprobs["No"]
+    return 1 / (1 + math.exp(no - yes))
 
-    params = section("judge")
-    mode = pick(mode, params, "mode", "json")
-    template = load_template(params.get("template") or ("judge_json" if mode == "json" else "judge_question"))
-    template.check_fields(("prompt", "chosen", "rejected") if mode == "json" else ("instruction", "response", "question"))
-    setup = JudgeSetup(mode, template, keep=params.get("keep", {"chosen_harmless": True, "rejected_harmful": True}),
-                       yes_threshold=params.get("yes_threshold", 0.5), calibrate=params.get("calibrate", True))
-    llm = LLMSpec.from_params(params, **(llm_flags or {}))
-    gen = gen_params({"max_new_tokens": 256 if mode == "json" else 1, **params}, **(gen_flags or {}))
-    records = load_records(in_path, "preference")[:limit]
-    return judge(records, out, setup=setup, llm=llm, gen=gen, use_cache=use_cache, rejects_path=rejects,
-                 metrics_path=metrics)
+
+def run(config: Config, io: StageIO) -> StageResult:
+    records = config.take(load_records(io.input, "preference"))
+    if config.mode == "logprob":
+        task = LogprobJudge(config)
+        if config.calibrate and records:
+            task.calibrate()
+        result = run_task(task, records, config.llm, use_cache=config.use_cache).result
+        result.extra["calibration_p_yes"] = {k: round(v, 4) for k, v in task.baseline.items()}
+    else:
+        result = _judge_json(config, records)
+    result.extra.update(mode=config.mode, keep=config.keep)
+    return write_result(result, io, "preference")
+
+
+def _judge_json(config: Config, records: list[dict]) -> StageResult:
+    result = run_task(JsonJudge(config), records, config.llm, use_cache=config.use_cache).result
+    broken = {r.id: r for r in result.rejects if r.reason == "unparseable-verdict"}
+    if not broken:
+        return result
+    by_id = {r["id"]: r for r in records}
+    repair = run_task(RepairJudge(config, broken), [by_id[i] for i in broken], config.llm,
+                      use_cache=config.use_cache).result
+    for rej in repair.rejects:
+        if rej.reason == "unparseable-verdict":
+            first = broken[rej.id]
+            rej.detail = f"{first.detail}; after one repair attempt: {rej.detail}"
+            rej.raw = f"{first.raw}\n--- repair ---\n{rej.raw or ''}"
+    order = {rec["id"]: n for n, rec in enumerate(records)}
+    result.kept = sorted(result.kept + repair.kept, key=lambda r: order[r["meta"]["judge"]["parents"][0]])
+    result.rejects = [r for r in result.rejects if r.reason != "unparseable-verdict"] + repair.rejects
+    result.notes += [f"repair turn: {repair.notes[0]}"]
+    return settle(result, config.llm)

@@ -49,17 +49,17 @@ def pairs(in_path: str, out_dir: Path, *, test_size: float = 0.1, seed: int = 0,
     rows = {name: [hub_row(r) for r in records] for name, records in splits.items()}
     # Built beside its destination and swapped in whole; a folder builder did not write is never replaced.
     with building(out_dir, keep_out, stage="pairs") as build:
-        for name, split_rows in rows.items():
-            write_split(build / "data", name, split_rows)
-        configs = [("default", "data")]
+        configs = {"default": {name: "data/" + write_split(build / "data", name, split_rows)
+                               for name, split_rows in rows.items()}}
         if "conversational" in exports:
-            for name, split_rows in rows.items():
-                write_split(build / "conversational", name, [conversational(r) for r in split_rows], messages=True)
-            configs.append(("conversational", "conversational"))
+            configs["conversational"] = {
+                name: "conversational/" + write_split(build / "conversational", name,
+                                                      [conversational(r) for r in split_rows], messages=True)
+                for name, split_rows in rows.items()}
         if "csv" in exports:
             for name, records in splits.items():
                 write_records(build / "csv" / f"{name}.csv", records, "preference")
-        _write_configs(build, configs, {name: len(records) for name, records in splits.items()})
+        _write_configs(build, configs)
         metrics = write_outputs("pairs", build / "pairs.jsonl", result.good, "preference",
                                 read=[None] * result.read, rejects=rejects, rejects_path=rejects_path,
                                 metrics_path=metrics_path,
@@ -135,9 +135,9 @@ MESSAGES = ("prompt", "chosen", "rejected")  # lists of {role, content} in the c
 
 
 def write_split(folder: Path, split: str, rows: list[dict], *, messages: bool = False) -> str:
-    """One split as parquet with the fixed schema. The file name carries a hash of its content, so
-    `datasets` (which identifies a local folder by its configs and file names, not by content) never
-    serves a cached copy of an earlier version."""
+    """One split as parquet with the fixed schema; returns the file name, which carries a hash of the
+    content. The README names each file exactly: `datasets` identifies a local folder by its YAML configs
+    (the data_files patterns), not by content, so a glob would let it serve a cached earlier version."""
     import polars as pl
 
     dtypes = {"string": pl.String, "float64": pl.Float64, "bool": pl.Boolean}
@@ -152,7 +152,7 @@ def write_split(folder: Path, split: str, rows: list[dict], *, messages: bool = 
     return name
 
 
-def _write_configs(out_dir: Path, configs: list[tuple[str, str]], splits: dict[str, int]) -> None:
+def _write_configs(out_dir: Path, configs: dict[str, dict[str, str]]) -> None:
     """The README header `datasets` reads: configs with their split files and the explicit features.
     It is built with huggingface_hub's card classes; `builder card` writes the full card over it."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -168,9 +168,9 @@ def _write_configs(out_dir: Path, configs: list[tuple[str, str]], splits: dict[s
         return listed
 
     data = DatasetCardData(
-        configs=[{"config_name": name, "data_files": [{"split": split, "path": f"{folder}/{split}-*"} for split in splits]}
-                 for name, folder in configs],
-        dataset_info=[{"config_name": name, "features": features(name == "conversational")} for name, _ in configs],
+        configs=[{"config_name": name, "data_files": [{"split": split, "path": path} for split, path in files.items()]}
+                 for name, files in configs.items()],
+        dataset_info=[{"config_name": name, "features": features(name == "conversational")} for name in configs],
     )
     card = DatasetCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n"
                                      "Preference pairs built with builder (`builder pairs`). Load them with "
