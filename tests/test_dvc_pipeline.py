@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import REPO
+from tests.test_dvc_foundation import copy_code
 
 
 def sh(*args, cwd) -> str:
@@ -38,7 +39,7 @@ def test_repro_builds_pairs_then_reruns_only_what_changed(tmp_path, builder_cach
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, project / name)
     shutil.copytree(REPO / "data/sample", project / "data/sample")
-    shutil.copytree(REPO / "builder/prompts", project / "builder/prompts")  # a declared dependency
+    copy_code(project)  # stages depend on their code and prompts
 
     def smaller(p):
         p["induce"]["limit"] = 8
@@ -55,6 +56,11 @@ def test_repro_builds_pairs_then_reruns_only_what_changed(tmp_path, builder_cach
     assert list((project / "data/pairs/data").glob("train_prefs-*.parquet"))
 
     assert ran(sh("dvc", "repro", cwd=project)) == set()  # nothing changed: nothing runs, no LLM call
+
+    with open(project / "builder/stages/judge.py", "a") as f:
+        f.write("# an edit to the judge's code\n")
+    status = sh("dvc", "status", cwd=project)
+    assert "judge:" in status and "induce:" not in status and "respond:" not in status
 
     set_params(project, lambda p: p["judge"].update(yes_threshold=0.4))
     third = ran(sh("dvc", "repro", cwd=project))
