@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, read_jsonl
+from tests.conftest import REPO, copy_code, read_jsonl
 
 
 def sh(*args, cwd):
@@ -20,11 +20,6 @@ def sh(*args, cwd):
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
-
-
-def copy_code(project: Path) -> None:
-    """The code every stage declares as a dependency (dvc.yaml deps), so editing it reruns the stage."""
-    shutil.copytree(REPO / "builder", project / "builder", ignore=shutil.ignore_patterns("__pycache__"))
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO
-from tests.test_dvc_foundation import copy_code
+from tests.conftest import REPO, copy_code
 
 
 def sh(*args, cwd) -> str:
