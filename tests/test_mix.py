@@ -96,7 +96,7 @@ def test_seed_safety_file_family_counts_nesting_and_records(seed, tmp_path):
 def test_n_larger_than_the_safety_examples_exits_2_saying_how_many(seed, tmp_path):
     result, out, manifest, _ = run_mix(tmp_path, "--n", 2484, safety=seed / SEED_SAFETY)
     assert result.returncode == 2
-    assert "has only 2483 usable safety examples (2483 read); use --n 2483 or fewer" in result.stderr
+    assert "has only 2483 usable safety examples (2483 read); use --n 2483 or fewer (params: mix.n)" in result.stderr
     assert not out.exists() and not manifest.exists()
     result, *_ = run_mix(tmp_path, "--n", 61)
     assert result.returncode == 2 and "only 60 usable safety examples" in result.stderr

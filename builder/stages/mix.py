@@ -221,7 +221,7 @@ def mix(general: str, safety: str, n: int, out: Path, *, task: str = "none", see
         what = "documents" if task != "none" else "safety examples"
         ask = f"--n {n} with --task mix needs 5 x {n} = {need} {what}" if task == "mix" else f"--n {n}"
         most = len(pool) // tasks_per_example
-        raise BadInput(f"{ask}, but {safety} has only {len(pool)} usable {what} ({why}); use --n {most} or fewer")
+        raise BadInput(f"{ask}, but {safety} has only {len(pool)} usable {what} ({why}); use --n {most} or fewer (params: mix.n)")
     random.Random(seed).shuffle(pool)
     drawn = pool[:need]
     # task mix: example k takes the next document and task k mod 5, so every task gets exactly N and a
