@@ -43,6 +43,9 @@ def pairs(in_path: str, out_dir: Path, *, test_size: float = 0.1, seed: int = 0,
         for rec in members:
             rec["meta"] = {**(rec.get("meta") or {}), "pairs": {"parents": [rec["id"]], "split": name}}
     splits = {name: records for name, records in splits.items() if records}  # no empty parquet files
+    for name, records in splits.items():  # the split is part of the record's lineage (`builder show`)
+        for rec in records:  # (the same dicts as result.good, so pairs.jsonl carries it too)
+            rec["meta"] = {**(rec.get("meta") or {}), "pairs": {"split": name}}
     if not splits:
         raise BadInput(f"{in_path}: no valid preference pairs left ({result.read} read, all rejected); "
                        "see the rejects file for the reasons")
