@@ -69,6 +69,24 @@ def sources_of(rows: list[dict]) -> list[str]:
     return sorted(s for s in found if s)
 
 
+def manifest_sources(path: Path) -> list[str]:
+    """A mix names its inputs in <stem>.manifest.json; an input that is itself builder output (e.g.
+    data/valid/general.jsonl) is followed one step to the meta.source of its records."""
+    from builder.records import read_rows
+    manifest = path.with_name(f"{path.stem}.manifest.json")
+    if not path.is_file() or not manifest.exists():
+        return []
+    found = []
+    for entry in (json.loads(manifest.read_text(encoding="utf-8")).get("sources") or {}).values():
+        source = entry.get("path") if isinstance(entry, dict) else None
+        if not source:
+            continue
+        known = any(key in source.lower() for key, _ in SOURCE_LICENSES)
+        found += [source] if known or not Path(source).exists() else (
+            sources_of([row.data for row in read_rows(source) if row.data]) or [source])
+    return found
+
+
 def license_for(sources: list[str], given: str | None) -> tuple[str, dict[str, str]]:
     if given:
         return given, {s: given for s in sources}
@@ -126,7 +144,7 @@ def build_card(path: Path, *, license: str | None = None, metrics_dir: Path = Pa
     configs = data_files(path)
     splits = read_split_rows(path)
     rows = [r for split in splits.values() for r in split]
-    sources = sources_of(rows)
+    sources = sorted(set(sources_of(rows) + manifest_sources(path)))
     licence, by_source = license_for(sources, license)
     is_pairs = bool(rows) and {"chosen", "rejected"} <= set(rows[0])
     data = DatasetCardData(
@@ -159,7 +177,10 @@ def build_card(path: Path, *, license: str | None = None, metrics_dir: Path = Pa
              "| stage | in | out | rejected | rejects by reason | rejects by category |", "|---|---|---|---|---|---|"]
     for stage in sorted(metrics, key=lambda s: STAGES.index(s) if s in STAGES else len(STAGES)):
         m = metrics[stage]
-        if "in" in m:
+        if "examples" in m and "general" in m:  # mix metrics: a composition, not a filter
+            body.append(f"| {stage} | {m['general']['kept']} general + {m['safety']['drawn']} safety "
+                        f"(of {m['safety']['usable']} usable) | {m['examples']} | - | - | - |")
+        elif "in" in m:
             body.append(f"| {stage} | {m['in']} | {m['out']} | {m['rejected']} | "
                         f"{json.dumps(m.get('rejected_by_reason') or {})} | {json.dumps(m.get('rejected_by_category') or {})} |")
     body += ["", "## Splits", "", "| split | records |", "|---|---|", *[f"| {s} | {len(r)} |" for s, r in splits.items()],
@@ -181,10 +202,10 @@ def write_card(path: Path, out: Path | None = None, **kwargs) -> Path:
     return out
 
 
-def card_or_note(path: Path, **kwargs) -> str:
+def card_or_note(path: Path, out: Path | None = None, **kwargs) -> str:
     """For stages: write the full card over the minimal README, or say why not (a source of unknown
     licence: the stage still succeeds and the operator runs `builder card --license`)."""
     try:
-        return f"card: {write_card(Path(path), **kwargs)}"
+        return f"card: {write_card(Path(path), out, **kwargs)}"
     except BadInput as e:
         return f"card not written ({e})"

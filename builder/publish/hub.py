@@ -106,7 +106,7 @@ def _oids(path: Path) -> set[str]:
 
 def retry(what: str, fn, *args, **kwargs):
     """Call fn, retrying network failures and 5xx answers; client errors (4xx) are not retried."""
-    import httpx
+    import httpx2 as httpx  # the HTTP client huggingface_hub 2.x uses
     from huggingface_hub.errors import HfHubHTTPError
     for attempt in range(1, ATTEMPTS + 1):
         try:
@@ -194,7 +194,7 @@ def publish(target: str, repo: str, *, tag: str | None = None, public: bool = Fa
 def _commit_once(api, repo: str, tag: str, operations, public: bool, files: dict[str, Path]) -> str:
     """create_commit, retried; before each retry ask the Hub whether the lost attempt landed after all,
     so a retry never makes a second commit."""
-    import httpx
+    import httpx2 as httpx  # the HTTP client huggingface_hub 2.x uses
     from huggingface_hub.errors import HfHubHTTPError
     for attempt in range(1, ATTEMPTS + 1):
         try:

@@ -64,6 +64,8 @@ def pairs(in_path: str, out_dir: Path, *, test_size: float = 0.1, seed: int = 0,
                             split_by_category={name: _count(records) for name, records in splits.items()})
     shutil.rmtree(final_dir, ignore_errors=True)
     out_dir.rename(final_dir)
+    from builder.publish.card import card_or_note  # the full dataset card over the minimal README
+    metrics["card"] = card_or_note(final_dir, metrics_dir=Path(metrics_path).parent if metrics_path else Path("metrics"))
     return metrics
 
 
