@@ -137,7 +137,8 @@ def size_category(n: int) -> str:
 
 
 def build_card(path: Path, *, license: str | None = None, metrics_dir: Path = Path("metrics"),
-               lock_path: Path = Path("dvc.lock"), pretty_name: str | None = None):
+               lock_path: Path = Path("dvc.lock"), pretty_name: str | None = None, repo_id: str | None = None):
+    """The card of the dataset at ``path``; ``repo_id`` (ORG/NAME) when it is being published there."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
     path = Path(path)
@@ -185,7 +186,7 @@ def build_card(path: Path, *, license: str | None = None, metrics_dir: Path = Pa
                         f"{json.dumps(m.get('rejected_by_reason') or {})} | {json.dumps(m.get('rejected_by_category') or {})} |")
     body += ["", "## Splits", "", "| split | records |", "|---|---|", *[f"| {s} | {len(r)} |" for s, r in splits.items()],
              "", "## How to load", "", "```python", "from datasets import load_dataset",
-             f'ds = load_dataset("ORG/NAME")  # or load_dataset("{path}") locally', "```"]
+             f'ds = load_dataset("{repo_id or path}")', "```"]
     if is_pairs:
         first = next((s for s in splits if "train" in s), next(iter(splits)))
         body += ["", "With TRL:", "", "```python", "from trl import DPOConfig, DPOTrainer",

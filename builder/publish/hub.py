@@ -71,7 +71,7 @@ def default_tag() -> str:
     return done.stdout.strip()
 
 
-def stage(source: Path, out: Path, *, license: str | None, metrics_dir: Path) -> dict[str, Path]:
+def stage(source: Path, out: Path, *, repo: str, license: str | None, metrics_dir: Path) -> dict[str, Path]:
     """Validate the records and lay out exactly the files to push: parquet splits and the card."""
     from builder.publish.card import data_files, read_split_rows, write_card
     from builder.records import guess_kind, write_records
@@ -93,7 +93,7 @@ def stage(source: Path, out: Path, *, license: str | None, metrics_dir: Path) ->
     if problems:
         raise BadInput(f"{source}: {len(problems)} invalid records, nothing pushed; fix them "
                        f"(`builder validate`) and publish again:\n  " + "\n  ".join(problems[:20]))
-    write_card(out, out / "README.md", license=license, metrics_dir=metrics_dir, pretty_name=source.name)
+    write_card(out, out / "README.md", license=license, metrics_dir=metrics_dir, pretty_name=source.name, repo_id=repo)
     return {p.relative_to(out).as_posix(): p for p in sorted(out.rglob("*")) if p.is_file()}
 
 
@@ -163,7 +163,7 @@ def publish(target: str, repo: str, *, tag: str | None = None, public: bool = Fa
         raise BadInput("no Hugging Face token: set HF_TOKEN or run `hf auth login` (it is never written anywhere)")
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="builder-publish-") as tmp:
-        files = stage(source, Path(tmp), license=license, metrics_dir=metrics_dir)
+        files = stage(source, Path(tmp), repo=repo, license=license, metrics_dir=metrics_dir)
         result = plan(api, repo, tag, public, files)
         for line in result.lines():
             say(line)
