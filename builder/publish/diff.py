@@ -85,7 +85,8 @@ def frame_of(path: Path):
         frame = frame.with_columns(pl.col("meta").map_elements(lambda m: json.dumps(m, sort_keys=True), return_dtype=pl.String))
     if "category" not in frame.columns:
         frame = frame.with_columns(pl.lit("").alias("category"))
-    source = pl.col("meta").str.json_path_match("$.source")
+    # A regex instead of a JSON parse: meta is written with sorted keys, and this is 1 M rows.
+    source = pl.col("meta").str.extract(r'"source":\s*"((?:[^"\\]|\\.)*)"', 1)
     identity = pl.col("prompt") if "prompt" in frame.columns else pl.col("id")
     return frame.with_columns(
         pl.coalesce(source, identity).alias("key"),
@@ -249,7 +250,7 @@ def render(report: dict, show: int = 5) -> None:
     """The human summary on stdout; rich colours it only when stdout is a terminal."""
     from rich.console import Console
     from rich.table import Table
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # long lines stay whole in logs and pipes
     c = report["counts"]
     console.print(f"[bold]{report['old']}[/] ({c['old']}) -> [bold]{report['new']}[/] ({c['new']}): "
                   f"[green]+{c['added']} added[/], [red]-{c['removed']} removed[/], [yellow]~{c['changed']} changed[/], "
