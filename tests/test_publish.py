@@ -38,6 +38,8 @@ def test_card_header_validates_and_every_number_equals_the_metrics(tmp_path):
     from huggingface_hub import DatasetCard, DatasetCardData
 
     pairs = make_pairs(tmp_path, "pairs", judged())
+    for stage in ("respond", "judge"):  # the repo's own metrics of earlier stages, with rejects
+        (tmp_path / "metrics" / f"{stage}.json").write_text((REPO / "metrics" / f"{stage}.json").read_text())
     done = builder("card", pairs, "--out", tmp_path / "card.md", "--metrics", tmp_path / "metrics", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     card = DatasetCard.load(tmp_path / "card.md")
@@ -45,10 +47,13 @@ def test_card_header_validates_and_every_number_equals_the_metrics(tmp_path):
     assert DatasetCardData(**header).to_dict() == header  # round trip through huggingface_hub's card model
     assert header["license"] == "cc-by-nc-4.0" and "research-only" in card.text
     assert {c["config_name"] for c in header["configs"]} == {"default"}
+    for stage in ("respond", "judge", "pairs"):
+        m = json.loads((tmp_path / "metrics" / f"{stage}.json").read_text())
+        assert (f"| {stage} | {m['in']} | {m['out']} | {m['rejected']} | {json.dumps(m['rejected_by_reason'])} | "
+                f"{json.dumps(m['rejected_by_category'])} |") in card.text
     metrics = json.loads((tmp_path / "metrics" / "pairs.json").read_text())
     for split, size in metrics["splits"].items():
         assert f"| {split} | {size} |" in card.text
-    assert f"| pairs | {metrics['in']} | {metrics['out']} | {metrics['rejected']} |" in card.text
     assert "smollm2-135m" in card.text and "load_dataset" in card.text and "DPOTrainer" in card.text
     # `builder pairs` wrote the same card into its output folder
     assert DatasetCard.load(pairs / "README.md").data.license == "cc-by-nc-4.0"

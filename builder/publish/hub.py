@@ -104,16 +104,25 @@ def _oids(path: Path) -> set[str]:
     return {git_hash(data), hashlib.sha256(data).hexdigest()}
 
 
+def network_errors() -> tuple[type, ...]:
+    import httpx2  # the HTTP client huggingface_hub 2.x uses
+    from huggingface_hub.errors import HfHubHTTPError
+    return httpx2.TransportError, HfHubHTTPError
+
+
+def client_error(e: Exception) -> int | None:
+    """The status of a 4xx answer (a refusal: retrying cannot help), else None (network, 5xx)."""
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    return status if status is not None and status < 500 else None
+
+
 def retry(what: str, fn, *args, **kwargs):
     """Call fn, retrying network failures and 5xx answers; client errors (4xx) are not retried."""
-    import httpx2 as httpx  # the HTTP client huggingface_hub 2.x uses
-    from huggingface_hub.errors import HfHubHTTPError
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return fn(*args, **kwargs)
-        except (httpx.TransportError, HfHubHTTPError) as e:
-            status = getattr(getattr(e, "response", None), "status_code", None)
-            if isinstance(e, HfHubHTTPError) and status is not None and status < 500:
+        except network_errors() as e:
+            if client_error(e):
                 raise
             if attempt == ATTEMPTS:
                 raise RunFailed(f"the Hub did not answer {what} after {ATTEMPTS} attempts ({type(e).__name__}: "
@@ -194,14 +203,11 @@ def publish(target: str, repo: str, *, tag: str | None = None, public: bool = Fa
 def _commit_once(api, repo: str, tag: str, operations, public: bool, files: dict[str, Path]) -> str:
     """create_commit, retried; before each retry ask the Hub whether the lost attempt landed after all,
     so a retry never makes a second commit."""
-    import httpx2 as httpx  # the HTTP client huggingface_hub 2.x uses
-    from huggingface_hub.errors import HfHubHTTPError
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return api.create_commit(repo, operations, commit_message=f"Publish {tag}", repo_type="dataset").oid
-        except (httpx.TransportError, HfHubHTTPError) as e:
-            status = getattr(getattr(e, "response", None), "status_code", None)
-            if isinstance(e, HfHubHTTPError) and status is not None and status < 500:
+        except network_errors() as e:
+            if status := client_error(e):
                 raise RunFailed(f"the Hub refused the commit ({status}: {str(e).splitlines()[0]}); nothing was pushed") from None
             landed = plan(api, repo, tag, public, files)
             if not landed.dirty:
