@@ -91,6 +91,17 @@ def test_diff_names_changed_removed_added_and_split_moves(tmp_path):
     assert failed.returncode == 1 and "removed 1 > 0" in failed.stderr
     assert builder("diff", old, new, "--fail-on", "removed>>0", cwd=tmp_path).returncode == 2
 
+    # a record the pairs stage rejects in the new version is reported under that stage and reason
+    records = judged()
+    records[5]["chosen"] = records[5]["rejected"]
+    write_jsonl(tmp_path / "third.jsonl", records)
+    assert builder("pairs", "--in", tmp_path / "third.jsonl", "--out", tmp_path / "third", "--test-size", "0.25",
+                   "--rejects", tmp_path / "third-rejects.jsonl", cwd=tmp_path).returncode == 0
+    done = builder("diff", old, tmp_path / "third", "--rejects", tmp_path / "third-rejects.jsonl",
+                   "--json", tmp_path / "third.json", cwd=tmp_path)
+    report = json.loads((tmp_path / "third.json").read_text())
+    assert report["counts"]["removed"] == 1 and list(report["by_stage"]["removed"]) == ["pairs: chosen-equals-rejected"], done.stdout
+
 
 def test_diff_reads_an_earlier_revision_through_dvc(tmp_path):
     def run(*cmd):

@@ -159,7 +159,24 @@ def _flatten(values, prefix: str = "") -> dict:
     return out
 
 
-def compare(old: Side, new: Side, show: int = 5) -> dict:
+def rejected_keys(paths: list[str]) -> dict[str, str]:
+    """source key -> "stage: reason" from rejects files (each line: {id, stage, reason, record})."""
+    from builder.records import read_rows
+    found = {}
+    for path in paths:
+        for row in read_rows(str(path)):
+            entry = row.data or {}
+            record = entry.get("record") or {}
+            meta = record.get("meta") or {}
+            key = (meta.get("source") if isinstance(meta, dict) else None) or record.get("prompt") or entry.get("id")
+            if key:
+                found[str(key)] = f"{entry.get('stage')}: {entry.get('reason')}"
+    return found
+
+
+def compare(old: Side, new: Side, show: int = 5, rejects: list[str] = ()) -> dict:
+    """The record-level report; ``rejects`` (the NEW version's rejects files) say which stage dropped
+    each removed record and why."""
     import polars as pl
     a, b = old.frame, new.frame
     content = [c for c in a.columns if c in b.columns and c not in NOT_CONTENT]
@@ -189,11 +206,15 @@ def compare(old: Side, new: Side, show: int = 5) -> dict:
             return {}
         return dict(sorted(frame.group_by(column).len().iter_rows()))
 
+    why = rejected_keys(list(rejects))
+
     def by_stage(frame) -> dict:
+        """A removed record counts under the stage that rejected it (from the rejects files), any other
+        under the last stage in its provenance."""
         counts: dict[str, int] = {}
-        for meta in frame["meta"].to_list():
+        for key, meta in zip(frame["key"].to_list(), frame["meta"].to_list()):
             stages = list(_stages(meta))
-            name = stages[-1] if stages else "none"
+            name = why.get(str(key)) or (stages[-1] if stages else "none")
             counts[name] = counts.get(name, 0) + 1
         return dict(sorted(counts.items()))
     changed_stages: dict[str, int] = {}
@@ -241,9 +262,9 @@ def exceeded(report: dict, limits: dict[str, int]) -> list[str]:
     return [f"{name} {report['counts'][name]} > {limit}" for name, limit in limits.items() if report["counts"][name] > limit]
 
 
-def diff(old: str, new: str) -> dict:
+def diff(old: str, new: str, rejects: list[str] = ()) -> dict:
     with tempfile.TemporaryDirectory(prefix="builder-diff-") as tmp:
-        return compare(load_side(old, Path(tmp)), load_side(new, Path(tmp)))
+        return compare(load_side(old, Path(tmp)), load_side(new, Path(tmp)), rejects=rejects)
 
 
 def render(report: dict, show: int = 5) -> None:
