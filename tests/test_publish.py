@@ -209,3 +209,11 @@ def test_publish_by_dvc_artifact_name_and_unknown_name(tmp_path, hub):
     assert done.returncode == 0, done.stderr and "org/art" in state.repos
     unknown = publish(tmp_path, env, "nope", "--repo", "org/art", "--tag", "v1")
     assert unknown.returncode == 2 and "my-pairs" in unknown.stderr
+
+
+def test_publish_to_an_unreachable_hub_retries_then_fails_clearly(tmp_path, hub):
+    state, env = hub
+    pairs = make_pairs(tmp_path, "pairs", judged())
+    done = publish(tmp_path, {**env, "HF_ENDPOINT": "http://127.0.0.1:9"}, pairs, "--repo", "org/pairs", "--tag", "v1")
+    assert done.returncode == 1 and "after 4 attempts" in done.stderr and "Traceback" not in done.stderr
+    assert TOKEN not in done.stderr + done.stdout
