@@ -313,6 +313,8 @@ def mix(general: str, safety: str, n: int, out: Path, *, task: str = "none", see
                f"{general_counts['removed_contaminated']} leaking an eval prompt) + {need} safety examples "
                f"(task {task}, seed {seed}; {len(pool)} usable of {len(safety_records)} read) into {out}; "
                f"manifest {manifest}" + (f"; report {report}" if report else ""))
+    from builder.publish.card import card_or_note  # the dataset card beside the mix: <stem>.card.md
+    message += "\n" + card_or_note(out, out.with_name(f"{out.stem}.card.md"), metrics_dir=Path(report).parent if report else Path("metrics"))
     return MixOutcome(message, composition, manifest_doc)
 
 

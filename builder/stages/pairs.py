@@ -68,6 +68,10 @@ def pairs(in_path: str, out_dir: Path, *, test_size: float = 0.1, seed: int = 0,
                                 metrics_path=metrics_path,
                                 splits={name: len(records) for name, records in splits.items()},
                                 split_by_category={name: _count(records) for name, records in splits.items()})
+    from builder.publish.card import card_or_note  # the full dataset card over the minimal README
+
+    metrics["card"] = card_or_note(Path(out_dir), reproducible=True,
+                                   metrics_dir=Path(metrics_path).parent if metrics_path else Path("metrics"))
     return metrics
 
 
