@@ -169,7 +169,7 @@ class HFBackend:
 
     # ----------------------------------------------------------------------------------- running
 
-    def run(self, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats) -> None:
+    def run(self, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats, store=None) -> None:
         if not items:
             return
         self._load()

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 from builder.errors import BadInput, RunFailed
 from builder.llm.base import Completion, Emit, Failure, Request, RunStats, now_iso
+from builder.llm.pricing import cost_of
 
 OPENAI_URL = "https://api.openai.com/v1"
 RETRY_STATUS = {408, 409, 429}
 BATCH_LIMIT = 50_000  # requests per batch file (OpenAI's limit)
-BATCH_DISCOUNT = 0.5
 RAMP_S = 0.002  # delay between worker starts
 RAMP_MAX_S = 0.5  # the whole ramp never takes longer than this
 
@@ -80,23 +80,6 @@ def retry_after_seconds(headers) -> float | None:
             return None
 
 
-def price_of(prices: dict, model: str) -> dict | None:
-    """The price entry for a model: exact name, else the longest configured prefix (gpt-4o-2024-08-06 -> gpt-4o)."""
-    if not prices:
-        return None
-    if model in prices:
-        return prices[model]
-    matches = [name for name in prices if model.startswith(name)]
-    return prices[max(matches, key=len)] if matches else None
-
-
-def cost_of(prices: dict, model: str, prompt_tokens: int, completion_tokens: int, factor: float = 1.0) -> float:
-    price = price_of(prices, model)
-    if not price:
-        return 0.0
-    return factor * (prompt_tokens * float(price.get("input", 0)) + completion_tokens * float(price.get("output", 0))) / 1e6
-
-
 class OpenAIBackend:
     kind = "openai"
 
@@ -109,7 +92,7 @@ class OpenAIBackend:
                 raise BadInput(f"the openai backend needs an API key in ${spec.api_key_env} for {OPENAI_URL} "
                                "(or pass --base-url for a local/vLLM server)")
             key = "EMPTY"  # local servers (vLLM, transformers serve) accept any key
-        self._key = key
+        self._api_key = key  # only the clients below see it
         from builder.llm.models import packaged_name, resolve
 
         model = spec.model
@@ -187,7 +170,7 @@ class OpenAIBackend:
 
     # ----------------------------------------------------------------------------- online
 
-    def run(self, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats) -> None:
+    def run(self, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats, store=None) -> None:
         if not items:
             return
         for _, r in items:
@@ -195,7 +178,7 @@ class OpenAIBackend:
         if self.spec.batch_api:
             from builder.llm.batch import run_batch
 
-            return run_batch(self, items, emit, stats)
+            return run_batch(self, items, emit, stats, store)
         coro = self._run_async(items, emit, stats)
         try:
             asyncio.get_running_loop()
@@ -209,6 +192,12 @@ class OpenAIBackend:
         if errors:
             raise errors[0]
 
+    def sync_client(self, url: str, max_retries: int):
+        """A blocking client (the Batch API's uploads and polls)."""
+        import openai
+
+        return openai.OpenAI(base_url=url, api_key=self._api_key, max_retries=max_retries, timeout=self.spec.timeout_s)
+
     def _client(self, url: str):
         import openai
 
@@ -218,11 +207,10 @@ class OpenAIBackend:
                 http_client = openai.DefaultAioHttpClient(timeout=self.spec.timeout_s)
             except (RuntimeError, ImportError):
                 http_client = None
-        return openai.AsyncOpenAI(base_url=url, api_key=self._key, max_retries=0, timeout=self.spec.timeout_s,
+        return openai.AsyncOpenAI(base_url=url, api_key=self._api_key, max_retries=0, timeout=self.spec.timeout_s,
                                   http_client=http_client)
 
     async def _run_async(self, items, emit: Emit, stats: RunStats) -> None:
-        self.budget_reached = False
         shards = max(1, min(8, -(-int(self.spec.concurrency) // (16 * len(self.base_urls)))))
         self.endpoints = [Endpoint(url, [self._client(url) for _ in range(shards)]) for url in self.base_urls]
         self._turn = 0
@@ -247,7 +235,9 @@ class OpenAIBackend:
             budget = self.spec.max_budget_usd
             while not fatal:
                 if budget is not None and stats.cost_usd >= budget:
-                    self.budget_reached = True  # the rest stays unsent; the runner records why
+                    stats.stopped = (f"not sent: max_budget_usd ${budget:g} reached (${stats.cost_usd:.4f} spent in "
+                                     "this run); rerun with a higher --max-budget to continue: completed prompts "
+                                     "come from the cache")
                     return
                 if committed is not None:
                     # A slot is free only once its last completion is committed, so a kill loses at most

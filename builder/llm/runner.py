@@ -41,7 +41,7 @@ def _postprocess(request: Request, completion: Completion) -> Completion | Failu
 def _estimate(spec, identity: dict, todo, total: int, cached: int, desc: str) -> str:
     """What a run would send: requests not in the cache, tokens (prompt ~ 4 characters per token;
     completion at most max_new_tokens) and, with a price table, the most it could cost."""
-    from builder.llm.openai import cost_of
+    from builder.llm.pricing import cost_of
 
     prompt_chars = sum(len(r.prompt or "") + sum(len(c) for _, c in (r.messages or ())) for _, r in todo)
     prompt_tokens = prompt_chars // 4
@@ -110,18 +110,14 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
             return committed
 
         pending_done: set[str] = set()
-        backend.store = store  # the Batch API keeps its batch ids beside the completions
         try:
             if todo:
-                backend.run(todo, emit, stats)
+                backend.run(todo, emit, stats, store)
         finally:
             bar.close()
             backend.close()
             store.flush()
-        unsent = "no result from the backend (interrupted?)"
-        if getattr(backend, "budget_reached", False):
-            unsent = (f"not sent: max_budget_usd ${spec.max_budget_usd:g} reached (${stats.cost_usd:.4f} spent in this "
-                      "run); rerun with a higher --max-budget to continue: completed prompts come from the cache")
+        unsent = stats.stopped or "no result from the backend (interrupted?)"
         for ck, r in todo:
             if ck not in pending_done:  # a backend must emit once per item; never leave a record unaccounted for
                 for rr in by_ck[ck]:
