@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from builder.errors import BadInput, RunFailed
 from builder.llm.base import Completion, Emit, Failure, Request, RunStats, now_iso
 from builder.llm.pricing import cost_of
+from builder.llm.redact import redact
 
 OPENAI_URL = "https://api.openai.com/v1"
 RETRY_STATUS = {408, 409, 429}
@@ -35,9 +36,41 @@ RAMP_MAX_S = 0.5  # the whole ramp never takes longer than this
 
 
 class Retryable(Exception):
-    def __init__(self, reason: str, raw: str | None = None, retry_after: float | None = None, endpoint_fault: bool = True):
+    """A failure worth another try. ``hopeless``: retrying the same URL will not help (refused, DNS, TLS):
+    a few quick tries, then the run stops when no other URL is left."""
+
+    def __init__(self, reason: str, raw: str | None = None, retry_after: float | None = None,
+                 endpoint_fault: bool = True, hopeless: bool = False):
         super().__init__(reason)
         self.reason, self.raw, self.retry_after, self.endpoint_fault = reason, raw, retry_after, endpoint_fault
+        self.hopeless = hopeless
+
+
+HOPELESS_TRIES = 3  # refused/DNS/TLS errors in a row on the only URL before the run stops
+
+
+def network_problem(exc: BaseException, url: str, timeout_s: float) -> tuple[str, bool]:
+    """What went wrong on the wire, in words, and whether retrying the same URL is hopeless. The
+    transport wraps the OS error a few levels deep (a refused connect even surfaces as a timeout)."""
+    import socket
+    import ssl
+
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for e in chain:
+        if isinstance(e, ConnectionRefusedError):
+            return f"connection refused by {url}: is the server running and listening on that port?", True
+        if isinstance(e, socket.gaierror) or type(e).__name__ == "ClientConnectorDNSError":
+            return f"DNS: cannot resolve the host of {url}; check the spelling of --base-url", True
+        if isinstance(e, ssl.SSLError) or "certificate" in str(e).lower():
+            return f"TLS handshake with {url} failed ({e}); check https vs http and the server's certificate", True
+    for e in chain:
+        if isinstance(e, TimeoutError) or "timeout" in type(e).__name__.lower() or "timed out" in str(e).lower():
+            return f"timeout after {timeout_s:g}s waiting for {url}", False
+    last = chain[-1]
+    return f"connection error with {url}: {type(last).__name__}: {last}".strip(), False
 
 
 class Rejected(Exception):
@@ -54,6 +87,7 @@ class Endpoint:
     clients: list  # a few clients per URL: httpx's pool scans all its connections on every request
     cool_until: float = 0.0
     failures_in_a_row: int = 0
+    hopeless_in_a_row: int = 0  # refused / DNS / TLS
     schema_ok: bool = True  # server accepts response_format json_schema
     max_tokens_field: str = "max_tokens"
 
@@ -88,10 +122,13 @@ class OpenAIBackend:
         self.base_urls = list(spec.base_urls) or [os.environ.get("OPENAI_BASE_URL", OPENAI_URL).rstrip("/")]
         key = os.environ.get(spec.api_key_env)
         if not key:
-            if any(u.startswith(OPENAI_URL) for u in self.base_urls):
+            if any(u.startswith(OPENAI_URL) for u in self.base_urls) and not spec.dry_run:  # a dry run sends nothing
                 raise BadInput(f"the openai backend needs an API key in ${spec.api_key_env} for {OPENAI_URL} "
                                "(or pass --base-url for a local/vLLM server)")
             key = "EMPTY"  # local servers (vLLM, transformers serve) accept any key
+        if key != key.strip() or any(c in key for c in "\r\n\t "):
+            raise BadInput(f"the API key in ${spec.api_key_env} contains whitespace or a newline (a copy-paste "
+                           f"slip?); set it again without it, e.g. export {spec.api_key_env}=\"$(printf %s KEY)\"")
         self._api_key = key  # only the clients below see it
         from builder.llm.models import packaged_name, resolve
 
@@ -192,6 +229,10 @@ class OpenAIBackend:
         if errors:
             raise errors[0]
 
+    def redact(self, text: str | None) -> str | None:
+        """Error text with credentials masked, this run's API key included."""
+        return redact(text, (self._api_key,))
+
     def sync_client(self, url: str, max_retries: int):
         """A blocking client (the Batch API's uploads and polls)."""
         import openai
@@ -289,7 +330,7 @@ class OpenAIBackend:
             stats.sent += 1
             try:
                 result = await self._call(ep, r)
-                ep.failures_in_a_row = 0
+                ep.failures_in_a_row = ep.hopeless_in_a_row = 0
                 if isinstance(result, Completion):
                     stats.prompt_tokens += result.prompt_tokens
                     stats.completion_tokens += result.completion_tokens
@@ -300,10 +341,16 @@ class OpenAIBackend:
             except Rejected as e:
                 if attempt:
                     stats.retried += 1
-                return Failure(r.key, e.reason, e.raw)
+                return Failure(r.key, self.redact(e.reason), self.redact(e.raw))
             except Retryable as e:
                 attempt += 1
                 stats.retries += 1
+                if e.hopeless:
+                    ep.hopeless_in_a_row += 1
+                    if ep.hopeless_in_a_row >= HOPELESS_TRIES and all(
+                            other.hopeless_in_a_row >= HOPELESS_TRIES for other in self.endpoints):
+                        raise RunFailed(self.redact(f"{e.reason} (stopped after {ep.hopeless_in_a_row} tries: "
+                                                    "retrying cannot help)"))
                 if e.endpoint_fault or e.retry_after:
                     ep.failures_in_a_row += 1
                     pause = e.retry_after if e.retry_after is not None else min(
@@ -312,7 +359,8 @@ class OpenAIBackend:
                         ep.cool_until = max(ep.cool_until, time.monotonic() + pause)
                 if attempt > self.spec.max_retries:
                     stats.retried += 1
-                    return Failure(r.key, f"gave up after {attempt} attempts; last error: {e.reason} ({ep.url})", e.raw)
+                    return Failure(r.key, self.redact(f"gave up after {attempt} attempts; last error: {e.reason} ({ep.url})"),
+                                   self.redact(e.raw))
                 delay = min(self.spec.max_backoff_s, self.spec.backoff_s * 2 ** (attempt - 1))
                 delay = delay / 2 + random.uniform(0, delay / 2)  # jitter: retries do not arrive in waves
                 if e.retry_after is not None:
@@ -337,11 +385,9 @@ class OpenAIBackend:
                 data = json.loads(response.content)
             except ValueError:
                 raise Retryable("response body is not JSON", raw=response.text[:2000]) from None
-        except openai.APITimeoutError:
-            raise Retryable(f"timeout after {self.spec.timeout_s:g}s") from None
-        except openai.APIConnectionError as e:
-            cause = e.__cause__ or e
-            raise Retryable(f"connection error: {type(cause).__name__}: {cause}".strip()) from None
+        except openai.APIConnectionError as e:  # APITimeoutError included: the transport reports a refused connect as one
+            reason, hopeless = network_problem(e, ep.url, self.spec.timeout_s)
+            raise Retryable(reason, hopeless=hopeless) from None
         except openai.APIStatusError as e:
             status = e.status_code
             raw = _body_text(e)
@@ -350,10 +396,11 @@ class OpenAIBackend:
                 raise Retryable(f"HTTP {status}", raw=raw, retry_after=wait_s,
                                 endpoint_fault=status != 409) from None
             if status in (401, 403):
-                raise RunFailed(f"HTTP {status} from {ep.url}: the key in ${self.spec.api_key_env} was refused") from None
+                raise RunFailed(self.redact(f"HTTP {status} from {ep.url}: the key in ${self.spec.api_key_env} was refused; "
+                                            "check it (and that it is meant for this server)")) from None
             if status == 404:
-                raise RunFailed(f"HTTP 404 from {ep.url}: no model {self.model!r} there (or no such endpoint); "
-                                f"{raw[:200] if raw else ''}") from None
+                raise RunFailed(self.redact(f"HTTP 404 from {ep.url}: no model {self.model!r} there (or no such "
+                                            f"endpoint); {raw[:200] if raw else ''}")) from None
             lowered = (raw or "").lower()
             if status in (400, 422) and "response_format" in body and ("response_format" in lowered or "json_schema" in lowered):
                 ep.schema_ok = False  # the server does not do structured output: ask again, parse tolerantly

@@ -42,8 +42,11 @@ class TaskRun:
 
 
 def run_task(task: LLMTask, records: list[dict], llm, *, use_cache: bool = True,
-             max_failed_fraction: float = 0.1) -> TaskRun:
-    """Every record ends kept or rejected with a reason; none is lost. ``llm`` is an LLMSpec."""
+             max_failed_fraction: float | None = None) -> TaskRun:
+    """Every record ends kept or rejected with a reason; none is lost. ``llm`` is an LLMSpec (its
+    ``max_failed_fraction`` unless one is given here)."""
+    if max_failed_fraction is None:
+        max_failed_fraction = llm.max_failed_fraction
     from builder.llm import run_requests
 
     per_record: list[tuple[dict, list]] = []
