@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from builder.errors import BadInput, RunFailed
 from builder.llm.base import Completion, Emit, Failure, Request, RunStats, now_iso
+from builder.llm.cache import CacheWriteFailed
 from builder.llm.pricing import cost_of
 from builder.llm.redact import redact
 
@@ -283,7 +284,11 @@ class OpenAIBackend:
                 if committed is not None:
                     # A slot is free only once its last completion is committed, so a kill loses at most
                     # `concurrency` answers: those in flight or not yet on disk.
-                    await asyncio.wrap_future(committed)
+                    try:
+                        await asyncio.wrap_future(committed)
+                    except CacheWriteFailed as e:  # the ledger is broken: every worker stops sending
+                        fatal.append(e)
+                        return
                 try:
                     ck, r = queue.get_nowait()
                 except asyncio.QueueEmpty:
