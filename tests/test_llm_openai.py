@@ -330,3 +330,25 @@ def test_key_with_a_newline_and_malformed_urls_are_bad_input(tmp_path, monkeypat
     for url in ("127.0.0.1:18431", "http://", "ftp://h/v1", "http://h:port/v1"):
         with pytest.raises(BadInput, match="base-url"):
             spec_for(url)
+
+
+def test_rpm_and_tpm_limits_pace_the_requests(faults, tmp_path):
+    faults.configure(trace=True)
+    requests = [Request(f"k{i}", prompt=f"rate {i}", params=P) for i in range(30)]
+    started = time.monotonic()
+    out = run_requests(spec_for(faults.url, max_rpm=600), requests, cache=tmp_path / "a.sqlite")  # 10 per second
+    arrivals = sorted(faults.stats()["arrivals"])
+    assert out.summary.done == 30 and len(arrivals) == 30
+    assert arrivals[-1] - arrivals[0] >= 1.8  # (30 - a burst of 10) / 10 per second
+    # the bucket's law: the k-th request arrives no earlier than (k - burst) / rate after the first
+    assert all(t - arrivals[0] >= (k - 10) / 10 - 0.05 for k, t in enumerate(arrivals))
+    # TPM: each request counts len(prompt) // 4 + max_new_tokens = 1 + 16 tokens; 1020 per minute = 1 per second
+    faults.reset(trace=True)
+    started = time.monotonic()
+    run_requests(spec_for(faults.url, max_tpm=1020), requests[:4], cache=tmp_path / "b.sqlite")
+    assert time.monotonic() - started >= 2.5  # a bucket of 17 tokens: one request now, then one a second
+    # without limits the same run is fast
+    faults.reset()
+    started = time.monotonic()
+    run_requests(spec_for(faults.url), requests, cache=tmp_path / "c.sqlite")
+    assert time.monotonic() - started < 1.5

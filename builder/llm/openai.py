@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from builder.errors import BadInput, RunFailed
 from builder.llm.base import Completion, Emit, Failure, Request, RunStats, now_iso
 from builder.llm.cache import CacheWriteFailed
+from builder.llm.limiter import RateLimiter, estimated_tokens
 from builder.llm.pricing import cost_of
 from builder.llm.redact import redact
 
@@ -257,6 +258,7 @@ class OpenAIBackend:
         self.endpoints = [Endpoint(url, [self._client(url) for _ in range(shards)]) for url in self.base_urls]
         self._turn = 0
         self._rr = 0
+        self.limiter = RateLimiter(self.spec.max_rpm, self.spec.max_tpm) if (self.spec.max_rpm or self.spec.max_tpm) else None
         queue: asyncio.Queue = asyncio.Queue()
         for item in items:
             queue.put_nowait(item)
@@ -331,6 +333,8 @@ class OpenAIBackend:
     async def _one(self, r: Request, stats: RunStats) -> Completion | Failure:
         attempt = 0
         while True:
+            if self.limiter is not None:
+                await self.limiter.acquire(estimated_tokens(r))
             ep = self._pick()
             stats.sent += 1
             try:
