@@ -131,11 +131,11 @@ def parents_of(record: dict) -> list[str]:
 
 def write_result(result: StageResult, io: StageIO, kind: str | None) -> StageResult:
     """Write a stage's output, rejects and metrics (each atomically) and return the result.
-    A stage whose result failed (exit_code 1) writes its rejects and metrics but no output, so DVC
-    cannot record an empty output as done."""
+    A failed stage (exit_code 1) that kept nothing writes no output; one that kept records (e.g. sending
+    stopped when the disk filled) writes them, since they were paid for. DVC records no failed stage."""
     from builder.records import atomic_path, write_records
 
-    if io.out is not None and result.exit_code == 0:
+    if io.out is not None and (result.exit_code == 0 or result.kept):
         write_records(io.out, result.kept, kind)
     if io.rejects is not None:
         write_records(io.rejects, [r.as_dict() for r in result.rejects])

@@ -104,7 +104,13 @@ def run_task(task: LLMTask, records: list[dict], llm, *, use_cache: bool = True)
             raise ValueError(f"{task.stage}: format_input gave two requests the same key (record {n})")
         per_record.append((rec, reqs))
         requests += reqs
-    outcome = run_requests(llm, requests, use_cache=use_cache, desc=task.stage)
+    from builder.llm.runner import RunStopped
+
+    stopped = None
+    try:
+        outcome = run_requests(llm, requests, use_cache=use_cache, desc=task.stage)
+    except RunStopped as e:  # what arrived is kept (output or rejects); the stage still fails
+        outcome, stopped = e.outcome, str(e)
 
     kept, rejects = [], []
     for rec, reqs in per_record:
@@ -124,14 +130,17 @@ def run_task(task: LLMTask, records: list[dict], llm, *, use_cache: bool = True)
     result = StageResult(task.stage, read=len(records), kept=kept, rejects=rejects,
                          extra={"llm": outcome.summary.as_metrics()})
     result.notes.append(f"llm ({llm.backend}, {llm.model}): {outcome.summary}")
-    return TaskRun(settle(result, llm), outcome.summary)
+    settle(result, llm)
+    if stopped:  # sending stopped (e.g. the cache could not be written): what arrived is kept, the stage fails
+        result.exit_code = 1
+        result.notes.append(f"error: {stopped}")
+    return TaskRun(result, outcome.summary)
 
 
 def settle(result: StageResult, llm) -> StageResult:
     """The exit code from the calls that failed: all of them, or more than ``llm.max_failed_fraction``
-    of the records, fail the stage (exit 1; write_result then writes no output for DVC to keep)."""
+    of the records, fail the stage (exit 1). It only ever raises the exit code."""
     failed = [r for r in result.rejects if r.reason == "llm-failure"]
-    result.exit_code = 0
     if result.read and len(failed) == result.read:
         result.exit_code = 1
         result.notes.append(f"error: every LLM call failed; first reason: {failed[0].detail}")
