@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import Problem
-from builder.records import kind_of, parse_mapping, text_fields, write_records
+from builder.records import atomic_outputs, distinct_outputs, kind_of, parse_mapping, text_fields, write_records
 from builder.validate import check
 
 
@@ -26,6 +26,7 @@ def ingest(sources: list[str], kind: str, out: Path, *, mapping_pairs=(), quaran
     such as the Safer-Instruct CSVs' empty ``rejected`` column, so counts match the source exactly."""
     kind = kind_of(kind)
     mapping = parse_mapping(mapping_pairs)
+    distinct_outputs(out=out, quarantine=quarantine)
     good, bad, problems, per_source = [], [], [], []
     for source in sources:
         result = check(source, kind, mapping=mapping, semantic=False, stamp_source=True)
@@ -33,9 +34,10 @@ def ingest(sources: list[str], kind: str, out: Path, *, mapping_pairs=(), quaran
         bad += result.bad
         problems += result.problems
         per_source.append(f"{source}: {len(result.good)}" + (f" (+{len(result.bad)} bad)" if result.bad else ""))
-    write_records(out, good, kind)
-    if quarantine is not None:
-        write_records(quarantine, bad)
+    with atomic_outputs():
+        write_records(out, good, kind)
+        if quarantine is not None:
+            write_records(quarantine, bad)
     duplicates = len(good) - len({rec["id"] for rec in good})
     empty = {name: sum(1 for rec in good if not str(rec.get(name) or "").strip()) for name in text_fields(kind)}
     notes = [f"{duplicates} exact duplicates kept"] if duplicates else []

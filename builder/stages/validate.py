@@ -8,7 +8,7 @@ from pathlib import Path
 
 from builder.config import pick, section
 from builder.errors import Problem
-from builder.records import atomic_path, guess_kind, kind_of, parse_mapping, write_records
+from builder.records import atomic_outputs, atomic_path, distinct_outputs, guess_kind, kind_of, parse_mapping, write_records
 from builder.validate import Limits, check
 
 
@@ -23,6 +23,7 @@ class ValidateOutcome:
 def validate(path: str, kind: str | None = None, *, out: Path | None = None, quarantine: Path | None = None,
              report: Path | None = None, against: list[str] | None = None, mapping_pairs=(),
              max_chars: int | None = None) -> ValidateOutcome:
+    distinct_outputs(out=out, quarantine=quarantine, report=report)
     params = section("validate")
     kind = kind_of(kind) if kind else guess_kind(path)
     defaults = Limits()
@@ -32,13 +33,14 @@ def validate(path: str, kind: str | None = None, *, out: Path | None = None, qua
     # Eval files are not checked against eval suites: they would all "leak" themselves.
     against = [] if kind == "eval" else (against or params.get("against", []))
     result = check(path, kind, mapping=parse_mapping(mapping_pairs), limits=limits, against=against)
-    if out is not None:
-        write_records(out, result.good, kind)
-    if quarantine is not None:
-        write_records(quarantine, result.bad)
-    if report is not None:
-        with atomic_path(report) as tmp:
-            tmp.write_text(json.dumps(result.stats, indent=2) + "\n", encoding="utf-8")
+    with atomic_outputs():
+        if out is not None:
+            write_records(out, result.good, kind)
+        if quarantine is not None:
+            write_records(quarantine, result.bad)
+        if report is not None:
+            with atomic_path(report) as tmp:
+                tmp.write_text(json.dumps(result.stats, indent=2) + "\n", encoding="utf-8")
     stats = result.stats
     message = f"{path}: {stats['read']} read as {kind}, {stats['good']} good, {stats['quarantined']} quarantined"
     if stats["problems_by_reason"]:
