@@ -1,6 +1,6 @@
 """Record kinds, ids, and reading/writing every format the field uses.
 
-The JSON Schemas in schemas/ are the single source of truth for each kind: its fields, which of them
+The JSON Schemas in builder/schemas/ (package data; a top-level ``schemas`` link for users) are the single source of truth for each kind: its fields, which of them
 make the id (``x-id-fields``) and which are free text (``x-text-fields``). Nothing here keeps a copy.
 
 Reading happens in two steps so that one bad line never costs the good ones:
@@ -31,7 +31,6 @@ from pathlib import Path
 
 from builder.errors import BadInput, Problem, RunFailed
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 # What users type (the CLI contract uses plurals) -> the kind's schema name.
 KIND_NAMES = {
@@ -112,7 +111,10 @@ def kind_of(name: str) -> str:
 
 @functools.cache
 def schema(kind: str) -> dict:
-    return json.loads((SCHEMA_DIR / f"{kind}.schema.json").read_text(encoding="utf-8"))
+    """The JSON Schema ``builder/schemas/KIND.schema.json``, read as package data (works from a wheel)."""
+    from importlib.resources import files
+
+    return json.loads((files("builder") / "schemas" / f"{kind}.schema.json").read_text(encoding="utf-8"))
 
 
 def id_fields(kind: str) -> list[str]:
