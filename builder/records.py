@@ -592,8 +592,7 @@ def write_records(path: str | Path, records: list[dict], kind: str | None = None
     with atomic_path(path) as tmp:
         if suffix in (".jsonl", ".ndjson"):
             with open(tmp, "w", encoding="utf-8") as f:
-                for rec in records:
-                    f.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
+                _write_lines(f, records)
         elif suffix == ".json":
             tmp.write_text(json.dumps(_json_layout(records, kind), ensure_ascii=False, allow_nan=False, indent=2) + "\n",
                             encoding="utf-8")
@@ -605,6 +604,38 @@ def write_records(path: str | Path, records: list[dict], kind: str | None = None
             _write_csv(tmp, records, kind)
         else:
             raise BadInput(f"{path}: unknown output format {suffix!r}; use .jsonl, .json, .parquet or .csv")
+
+
+def _write_lines(f, records: Iterable[dict]) -> None:
+    """JSON Lines; NaN/Infinity refused (allow_nan=False): other tools could not read them back."""
+    f.writelines(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n" for rec in records)
+
+
+class _Collected(list):
+    """A record writer for formats that need every record at once (.json, .parquet, .csv)."""
+
+
+@contextlib.contextmanager
+def record_writer(path: str | Path, kind: str | None = None):
+    """A writer with ``.extend(records)``, for records that arrive in chunks: JSON Lines go straight to
+    the temp file (constant memory); other formats are collected and written at the end. Either way the
+    file appears only on success (and with the other outputs, inside ``atomic_outputs()``)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+        collected = _Collected()
+        yield collected
+        write_records(path, collected, kind)
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        yield _LineWriter(f)
+
+
+@dataclass(slots=True)
+class _LineWriter:
+    f: object
+
+    def extend(self, records: Iterable[dict]) -> None:
+        _write_lines(self.f, records)
 
 
 def _json_layout(records: list[dict], kind: str | None):

@@ -202,7 +202,7 @@ def _quarantine(result: Result, where: str, problems: list[tuple[str, str, str]]
     result.problems.extend(Problem(result.source, where, f, m, c) for f, m, c in problems)
 
 
-class _FirstSeen:
+class FirstSeen:
     """First occurrences of 64-bit hashes with the row they came from (16 bytes per distinct record),
     as sorted numpy arrays: duplicate checks across chunks without keeping any record."""
 
@@ -231,11 +231,18 @@ class _FirstSeen:
         self.hashes, self.rows = merged[order], np.concatenate([self.rows, first_row])[order]
         return earlier
 
+    def count_repeats(self, ids: list[str]) -> int:
+        """How many of these record ids were seen before (here or in an earlier call)."""
+        import numpy as np
+
+        hashes = np.array([int(i, 16) for i in ids], np.uint64)  # good records carry our 16-hex ids
+        return int((self.earlier_rows(hashes, np.zeros(len(ids), np.int64)) >= 0).sum())
+
 
 @dataclass
 class _SeenSoFar:
-    ids: _FirstSeen = field(default_factory=_FirstSeen)
-    keys: _FirstSeen = field(default_factory=_FirstSeen)  # near-duplicate keys
+    ids: FirstSeen = field(default_factory=FirstSeen)
+    keys: FirstSeen = field(default_factory=FirstSeen)  # near-duplicate keys
 
 
 def _where_number(where: str) -> int:
