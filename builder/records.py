@@ -80,11 +80,15 @@ def _no_constant(name: str):
     raise Unreadable(f"{name} is not a number JSON allows; write null or a finite number")
 
 
+# Built once: json.loads with hooks would build a new decoder for every line.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+
+
 def parse_json(text: str):
     """``json.loads`` that refuses what would sink or corrupt a run later: NaN/Infinity, duplicate keys,
     lone surrogate escapes (cannot be written as UTF-8), runaway nesting and huge integers."""
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+        obj = _DECODER.decode(text)
     except Unreadable:
         raise
     except json.JSONDecodeError as e:
@@ -211,7 +215,7 @@ def _read_json(path: Path) -> Iterator[Row]:
         yield Row(str(line), None, None, [("file", "undecodable bytes (not UTF-8); re-save the file as UTF-8", "undecodable")])
         return
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+        doc = _DECODER.decode(text)
         if "\\ud" in text.lower():
             json.dumps(doc, ensure_ascii=False).encode("utf-8")
     except json.JSONDecodeError as e:
@@ -242,7 +246,6 @@ def _read_json(path: Path) -> Iterator[Row]:
 
 def _json_records_one_by_one(text: str) -> Iterator[Row]:
     """A JSON list whose whole-document parse failed, record by record with the raw decoder."""
-    decoder = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
     pos = len(text) - len(text.lstrip())
     if text[pos:pos + 1] != "[":
         yield Row("1", None, None, [("file", "expected a JSON list of records; a value inside cannot be "
@@ -257,7 +260,7 @@ def _json_records_one_by_one(text: str) -> Iterator[Row]:
         number += 1
         where = f"record {number}"
         try:
-            obj, end = decoder.raw_decode(text, pos)
+            obj, end = _DECODER.raw_decode(text, pos)
         except (ValueError, RecursionError) as e:
             end = _skip_json_value(text, pos)
             message = str(e) if isinstance(e, Unreadable) else "unreadable value (NaN, a huge number or deep nesting)"
