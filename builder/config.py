@@ -1,16 +1,15 @@
-"""params.yaml: loaded once, checked against schemas/params.schema.json, read by section.
+"""params.yaml: loaded once, checked against builder/schemas/params.schema.json, read by section.
 
 Every stage reads its own section (``params.yaml: <stage>:``); command-line flags override it.
 """
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from pathlib import Path
 
 from builder.errors import BadInput
-from builder.records import SCHEMA_DIR
+from builder.records import schema
 
 PARAMS_FILE = "params.yaml"
 
@@ -30,11 +29,11 @@ def load_params(path: str = PARAMS_FILE) -> dict:
         mark = getattr(e, "problem_mark", None)
         line = f"{mark.line + 1}" if mark else "1"
         raise BadInput(f"{path}:{line}: params: not valid YAML ({getattr(e, 'problem', e)})") from None
-    validator = Draft202012Validator(json.loads((SCHEMA_DIR / "params.schema.json").read_text(encoding="utf-8")))
+    validator = Draft202012Validator(schema("params"))
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{path}: {'.'.join(map(str, e.absolute_path)) or 'params'}: {e.message}" for e in errors]
-        raise BadInput(f"{path} does not match schemas/params.schema.json; fix these keys:\n" + "\n".join(lines))
+        raise BadInput(f"{path} does not match builder/schemas/params.schema.json; fix these keys:\n" + "\n".join(lines))
     return params
 
 

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# C0/C1 control characters (ESC starts terminal escape sequences), DEL and lone surrogates: printed
+# as \x1b, \x7f, \ud800 so a hostile column name or record cannot rewrite the user's terminal.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_UNPRINTABLE_KEEP_LINES = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` safe to print to a terminal: control characters shown as escapes (\\x1b)."""
+    pattern = _UNPRINTABLE_KEEP_LINES if keep_newlines else _UNPRINTABLE
+    return pattern.sub(lambda m: _escaped(m.group()), str(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +33,7 @@ class Problem:
     code: str = "schema"  # short reason used to count problems (report) and in quarantine files
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.where}: {self.field}: {self.message}"
+        return escape(f"{self.file}:{self.where}: {self.field}: {self.message}")
 
 
 class BadInput(Exception):
@@ -26,9 +43,15 @@ class BadInput(Exception):
         super().__init__(message)
         self.problems = problems or []
 
+    def __str__(self) -> str:  # messages quote file and column names: escape them for the terminal
+        return escape(super().__str__(), keep_newlines=True)
+
 
 class RunFailed(Exception):
     """The run itself failed (a server unreachable, a model that will not load): exit code 1."""
+
+    def __str__(self) -> str:
+        return escape(super().__str__(), keep_newlines=True)
 
 
 class DryRun(Exception):

@@ -8,7 +8,9 @@ check across records (empty text, lengths, duplicates, contamination) runs colum
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -114,48 +116,82 @@ def schema_problems(kind: str, rec: dict, *, columns: list[str] | None = None) -
 
 # ------------------------------------------------------------------------------------------- check
 
+CHUNK = 50_000  # records held at once: memory stays flat whatever the file size
+
 
 def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, semantic: bool = True,
           limits: Limits = Limits(), against: list[str] = (), stamp_source: bool = False) -> Result:
-    """Read ``source`` as ``kind`` and sort every row into good or bad (good + bad = read).
+    """Read ``source`` as ``kind`` and sort every row into good or bad (good + bad = read), all in
+    memory. ``check_chunks`` is the same, a chunk at a time, for callers that stream."""
+    result = None
+    for result in check_chunks(source, kind, mapping=mapping, semantic=semantic, limits=limits,
+                               against=against, stamp_source=stamp_source, keep=True):
+        pass
+    return result
+
+
+def check_chunks(source: str, kind: str, *, mapping: dict[str, str] | None = None, semantic: bool = True,
+                 limits: Limits = Limits(), against: list[str] = (), stamp_source: bool = False,
+                 keep: bool = False) -> Iterator[Result]:
+    """Yield one Result per chunk of rows (its good and bad records; the last one also carries the
+    stats of the whole file). Across chunks only 64-bit hashes of ids and near-duplicate keys are
+    kept, so memory does not grow with the file. ``keep`` accumulates everything in one Result.
 
     ``semantic`` adds the checks across records; ``stamp_source`` records file:line in meta.source
     (ingest does this; validate keeps the provenance records already carry)."""
     kind = kind_of(kind)
-    result = Result(source, kind)
-    records, wheres = [], []
-    row_problems: dict[int, list] = {}  # only the records that have problems
+    total = Result(source, kind)
+    tally = _Tally(kind)
+    seen = _SeenSoFar() if semantic else None
+    evals = eval_prompts(against) if semantic and against else None
     columns: list[str] | None = None
     from builder.progress import progress
 
-    for row in progress(read_rows(source), f"reading {source}"):
-        result.read += 1
-        if row.data is None:
-            _quarantine(result, row.where, row.problems, raw=row.raw)
-            continue
-        if columns is None:
-            columns = list(row.data)
-            missing = [old for old in (mapping or {}) if old not in columns]
-            if missing:
-                raise BadInput(f"{source}: --map names column(s) {', '.join(missing)} that the file does not "
-                               f"have (columns: {', '.join(columns)})")
-        rec, problems = to_record(kind, row.data, mapping=mapping,
-                                  source=source if stamp_source else None, where=row.where)
-        problems += schema_problems(kind, rec, columns=columns)
-        if problems:
-            row_problems[len(records)] = problems
-        records.append(rec)
-        wheres.append(row.where)
-    if semantic and records:
-        _semantic(kind, records, wheres, row_problems, limits, eval_prompts(against) if against else None)
-    for index, rec in enumerate(records):
-        problems = row_problems.get(index)
-        if problems:
-            _quarantine(result, wheres[index], problems, record=rec)
-        else:
-            result.good.append(rec)
-    result.stats = _stats(result, kind, semantic)
-    return result
+    rows = progress(read_rows(source), f"reading {source}")
+    while True:
+        chunk = Result(source, kind)
+        records, wheres, row_problems = [], [], {}
+        for row in itertools.islice(rows, CHUNK):
+            chunk.read += 1
+            if row.data is None:
+                _quarantine(chunk, row.where, row.problems, raw=row.raw)
+                continue
+            if columns is None:
+                columns = list(row.data)
+                missing = [old for old in (mapping or {}) if old not in columns]
+                if missing:
+                    raise BadInput(f"{source}: --map names column(s) {', '.join(missing)} that the file does not "
+                                   f"have (columns: {', '.join(columns)})")
+            rec, problems = to_record(kind, row.data, mapping=mapping,
+                                      source=source if stamp_source else None, where=row.where)
+            problems += schema_problems(kind, rec, columns=columns)
+            if problems:
+                row_problems[len(records)] = problems
+            records.append(rec)
+            wheres.append(row.where)
+        if semantic and records:
+            _semantic(kind, records, wheres, row_problems, limits, evals, seen)
+        for index, rec in enumerate(records):
+            problems = row_problems.get(index)
+            if problems:
+                _quarantine(chunk, wheres[index], problems, record=rec)
+            else:
+                chunk.good.append(rec)
+        tally.add(chunk)
+        total.read += chunk.read
+        if keep:
+            total.good += chunk.good
+            total.bad += chunk.bad
+            total.problems += chunk.problems
+        last = chunk.read < CHUNK
+        if last:
+            (total if keep else chunk).stats = tally.stats(semantic)
+        if not keep:
+            yield chunk
+        if last:
+            break
+    if keep:
+        yield total
 
 
 def _quarantine(result: Result, where: str, problems: list[tuple[str, str, str]], *, record=None, raw=None) -> None:
@@ -166,7 +202,61 @@ def _quarantine(result: Result, where: str, problems: list[tuple[str, str, str]]
     result.problems.extend(Problem(result.source, where, f, m, c) for f, m, c in problems)
 
 
-def _semantic(kind, records, wheres, row_problems: dict[int, list], limits: Limits, evals) -> None:
+class FirstSeen:
+    """First occurrences of 64-bit hashes with the row they came from (16 bytes per distinct record),
+    as sorted numpy arrays: duplicate checks across chunks without keeping any record."""
+
+    def __init__(self):
+        import numpy as np
+
+        self.hashes = np.empty(0, np.uint64)
+        self.rows = np.empty(0, np.int64)
+
+    def earlier_rows(self, hashes, rows):
+        """For each hash (in order): the row where it was first seen before, else -1. Remembers the new ones."""
+        import numpy as np
+
+        earlier = np.full(len(hashes), -1, np.int64)
+        if len(self.hashes):
+            pos = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
+            hit = self.hashes[pos] == hashes
+            earlier[hit] = self.rows[pos[hit]]
+        fresh = np.flatnonzero(earlier < 0)
+        unique, first, inverse = np.unique(hashes[fresh], return_index=True, return_inverse=True)
+        first_row = rows[fresh][first]
+        repeat = first[inverse] != np.arange(len(fresh))  # repeats inside this batch
+        earlier[fresh[repeat]] = first_row[inverse[repeat]]
+        merged = np.concatenate([self.hashes, unique])
+        order = np.argsort(merged, kind="stable")
+        self.hashes, self.rows = merged[order], np.concatenate([self.rows, first_row])[order]
+        return earlier
+
+    def count_repeats(self, ids: list[str]) -> int:
+        """How many of these record ids were seen before (here or in an earlier call)."""
+        import numpy as np
+
+        hashes = np.array([int(i, 16) for i in ids], np.uint64)  # good records carry our 16-hex ids
+        return int((self.earlier_rows(hashes, np.zeros(len(ids), np.int64)) >= 0).sum())
+
+
+@dataclass
+class _SeenSoFar:
+    ids: FirstSeen = field(default_factory=FirstSeen)
+    keys: FirstSeen = field(default_factory=FirstSeen)  # near-duplicate keys
+
+
+def _where_number(where: str) -> int:
+    digits = re.search(r"\d+", where)
+    return int(digits.group()) if digits else 0
+
+
+def _where_like(template: str, number: int) -> str:
+    """A stored row number back in its reader's words ("4", "record 4", "instructions[4]")."""
+    return re.sub(r"\d+", str(number), template, count=1)
+
+
+def _semantic(kind, records, wheres, row_problems: dict[int, list], limits: Limits, evals, seen: _SeenSoFar) -> None:
+    import numpy as np
     import polars as pl
 
     texts = text_fields(kind)
@@ -179,9 +269,9 @@ def _semantic(kind, records, wheres, row_problems: dict[int, list], limits: Limi
         **{name: [records[i].get(name) or "" for i in valid] for name in texts},
     }, schema={"i": pl.Int64, "id": pl.String, **{name: pl.String for name in texts}})
     norm = lambda col: pl.col(col).str.to_lowercase().str.replace_all(NON_WORD, " ").str.strip_chars()
-    # One lazy pass; the near-duplicate key is kept as a 64-bit hash, not a string, to save memory.
+    # One lazy pass; ids and near-duplicate keys become 64-bit integers, which is all that is kept.
     checks = frame.lazy().select(
-        "i", "id",
+        "i", pl.col("id").str.to_integer(base=16, dtype=pl.UInt64, strict=False).alias("_id"),
         pl.concat_str([norm(n) for n in texts], separator=" | ").hash().alias("_key"),
         *[pl.col(n).str.strip_chars().str.len_chars().eq(0).alias(f"_empty_{n}") for n in texts],
         *[pl.col(n).str.len_chars().alias(f"_len_{n}") for n in texts],
@@ -203,24 +293,20 @@ def _semantic(kind, records, wheres, row_problems: dict[int, list], limits: Limi
         for i in checks.filter(pl.col("_same"))["i"].to_list():
             add(i, ("chosen", "same text as rejected: not a preference", "chosen-equals-rejected"))
 
-    # Exact duplicates share an id (the id is the content hash); the first one seen is kept.
-    dup = checks.filter(pl.col("id").is_duplicated())
-    first_of_id: dict[str, int] = {}
-    for i, rid in dup.select("i", "id").iter_rows():
-        if rid in first_of_id:
-            add(i, ("id", f"duplicate of {wheres[first_of_id[rid]]}", "duplicate"))
-        else:
-            first_of_id[rid] = i
+    # Exact duplicates share an id (the id is the content hash); the first one seen is kept. Near
+    # duplicates are looked for among the rest only.
+    index = checks["i"].to_numpy()
+    numbers = np.array([_where_number(wheres[i]) for i in index], np.int64)
+    template = wheres[index[0]]
+    earlier = seen.ids.earlier_rows(checks["_id"].fill_null(0).to_numpy(), numbers)
+    for i, row in zip(index[earlier >= 0], earlier[earlier >= 0]):
+        add(int(i), ("id", f"duplicate of {_where_like(template, int(row))}", "duplicate"))
     if limits.near_duplicates:
-        distinct = checks.filter(pl.col("id").is_first_distinct())
-        near = distinct.filter(pl.col("_key").is_duplicated())
-        first_of_key: dict[int, int] = {}
-        for i, key in near.select("i", "_key").iter_rows():
-            if key in first_of_key:
-                add(i, ("id", f"near-duplicate of {wheres[first_of_key[key]]} "
-                              "(same text up to case, punctuation and spacing)", "near-duplicate"))
-            else:
-                first_of_key[key] = i
+        distinct = earlier < 0
+        near = seen.keys.earlier_rows(checks["_key"].to_numpy()[distinct], numbers[distinct])
+        for i, row in zip(index[distinct][near >= 0], near[near >= 0]):
+            add(int(i), ("id", f"near-duplicate of {_where_like(template, int(row))} "
+                               "(same text up to case, punctuation and spacing)", "near-duplicate"))
     if evals is not None:
         contamination(frame, texts[0], evals, limits.contamination_ngram, row_problems)
 
@@ -275,27 +361,49 @@ def contamination(frame, prompt_field: str, evals, ngram: int, row_problems) -> 
 # ------------------------------------------------------------------------------------------- stats
 
 
-def _stats(result: Result, kind: str, semantic: bool) -> dict:
-    import polars as pl
+class _Tally:
+    """The stats of a whole file, added up chunk by chunk in constant memory (lengths as a histogram)."""
 
-    reasons: dict[str, int] = {}
-    for p in result.problems:
-        reasons[p.code] = reasons.get(p.code, 0) + 1
-    stats = {"kind": kind, "read": result.read, "good": len(result.good), "quarantined": len(result.bad),
-             "problems_by_reason": dict(sorted(reasons.items()))}
-    categories: dict[str, int] = {}
-    for rec in result.good:
-        cat = rec.get("category") or rec.get("suite") or "none"
-        categories[cat] = categories.get(cat, 0) + 1
-    stats["by_category"] = dict(sorted(categories.items()))
-    lengths = {}
-    for name in text_fields(kind):
-        series = pl.Series([len(r.get(name) or "") for r in result.good], dtype=pl.Int64)
-        if len(series):
-            lengths[name] = {f"p{q}": int(series.quantile(q / 100, "nearest")) for q in (50, 90, 99)} | {"max": int(series.max())}
-    stats["length_chars"] = lengths
-    if semantic:
-        stats["duplicates"] = {"exact": reasons.get("duplicate", 0), "near": reasons.get("near-duplicate", 0)}
-        stats["contaminated"] = reasons.get("contaminated", 0)
-    return stats
+    def __init__(self, kind: str):
+        self.kind, self.read, self.good, self.bad = kind, 0, 0, 0
+        self.reasons: dict[str, int] = {}
+        self.categories: dict[str, int] = {}
+        self.lengths = {name: [] for name in text_fields(kind)}  # a count per length (numpy, once filled)
 
+    def add(self, chunk: Result) -> None:
+        import numpy as np
+
+        self.read += chunk.read
+        self.good += len(chunk.good)
+        self.bad += len(chunk.bad)
+        for p in chunk.problems:
+            self.reasons[p.code] = self.reasons.get(p.code, 0) + 1
+        for rec in chunk.good:
+            cat = rec.get("category") or rec.get("suite") or "none"
+            self.categories[cat] = self.categories.get(cat, 0) + 1
+        for name, histogram in self.lengths.items():
+            counts = np.bincount(np.fromiter((len(r.get(name) or "") for r in chunk.good), np.int64, len(chunk.good)))
+            if len(counts) > len(histogram):
+                histogram = self.lengths[name] = np.pad(histogram, (0, len(counts) - len(histogram)))
+            histogram[:len(counts)] += counts
+
+    def stats(self, semantic: bool) -> dict:
+        stats = {"kind": self.kind, "read": self.read, "good": self.good, "quarantined": self.bad,
+                 "problems_by_reason": dict(sorted(self.reasons.items())),
+                 "by_category": dict(sorted(self.categories.items()))}
+        stats["length_chars"] = {name: _quantiles(histogram) for name, histogram in self.lengths.items()
+                                 if len(histogram) and histogram.sum()}
+        if semantic:
+            stats["duplicates"] = {"exact": self.reasons.get("duplicate", 0), "near": self.reasons.get("near-duplicate", 0)}
+            stats["contaminated"] = self.reasons.get("contaminated", 0)
+        return stats
+
+
+def _quantiles(histogram) -> dict[str, int]:
+    """p50/p90/p99 ("nearest" rank, as polars computes it) and max from a count per length."""
+    import numpy as np
+
+    cumulative = np.cumsum(histogram)
+    n = int(cumulative[-1])
+    at = lambda q: int(np.searchsorted(cumulative, round(q * (n - 1)) + 1))
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": int(np.flatnonzero(histogram)[-1])}

@@ -133,15 +133,16 @@ def write_result(result: StageResult, io: StageIO, kind: str | None) -> StageRes
     """Write a stage's output, rejects and metrics (each atomically) and return the result.
     A failed stage (exit_code 1) that kept nothing writes no output; one that kept records (e.g. sending
     stopped when the disk filled) writes them, since they were paid for. DVC records no failed stage."""
-    from builder.records import atomic_path, write_records
+    from builder.records import atomic_outputs, atomic_path, write_records
 
-    if io.out is not None and (result.exit_code == 0 or result.kept):
-        write_records(io.out, result.kept, kind)
-    if io.rejects is not None:
-        write_records(io.rejects, [r.as_dict() for r in result.rejects])
-    if io.metrics is not None:
-        with atomic_path(io.metrics) as tmp:
-            tmp.write_text(json.dumps(result.metrics(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    with atomic_outputs(out=io.out, rejects=io.rejects, metrics=io.metrics):  # all appear together
+        if io.out is not None and (result.exit_code == 0 or result.kept):
+            write_records(io.out, result.kept, kind)
+        if io.rejects is not None:
+            write_records(io.rejects, [r.as_dict() for r in result.rejects])
+        if io.metrics is not None:
+            with atomic_path(io.metrics) as tmp:
+                tmp.write_text(json.dumps(result.metrics(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
     result.out = io.out
     return result
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import Problem
-from builder.records import kind_of, parse_mapping, text_fields, write_records
-from builder.validate import check
+from builder.records import atomic_outputs, distinct_outputs, kind_of, parse_mapping, record_writer, text_fields
+from builder.validate import FirstSeen, check_chunks
 
 
 @dataclass
@@ -26,21 +27,30 @@ def ingest(sources: list[str], kind: str, out: Path, *, mapping_pairs=(), quaran
     such as the Safer-Instruct CSVs' empty ``rejected`` column, so counts match the source exactly."""
     kind = kind_of(kind)
     mapping = parse_mapping(mapping_pairs)
-    good, bad, problems, per_source = [], [], [], []
-    for source in sources:
-        result = check(source, kind, mapping=mapping, semantic=False, stamp_source=True)
-        good += result.good
-        bad += result.bad
-        problems += result.problems
-        per_source.append(f"{source}: {len(result.good)}" + (f" (+{len(result.bad)} bad)" if result.bad else ""))
-    write_records(out, good, kind)
-    if quarantine is not None:
-        write_records(quarantine, bad)
-    duplicates = len(good) - len({rec["id"] for rec in good})
-    empty = {name: sum(1 for rec in good if not str(rec.get(name) or "").strip()) for name in text_fields(kind)}
+    distinct_outputs(out=out, quarantine=quarantine)
+    problems, per_source, written, bad = [], [], 0, 0
+    seen, duplicates = FirstSeen(), 0
+    empty = dict.fromkeys(text_fields(kind), 0)
+    with atomic_outputs(), contextlib.ExitStack() as outputs:
+        # Written chunk by chunk: memory stays flat on any file size (only id hashes are kept).
+        good_out = outputs.enter_context(record_writer(out, kind))
+        bad_out = outputs.enter_context(record_writer(quarantine)) if quarantine is not None else None
+        for source in sources:
+            source_good = source_bad = 0
+            for chunk in check_chunks(source, kind, mapping=mapping, semantic=False, stamp_source=True):
+                good_out.extend(chunk.good)
+                if bad_out is not None:
+                    bad_out.extend(chunk.bad)
+                problems += chunk.problems
+                source_good, source_bad = source_good + len(chunk.good), source_bad + len(chunk.bad)
+                duplicates += seen.count_repeats([rec["id"] for rec in chunk.good])
+                for name in empty:
+                    empty[name] += sum(1 for rec in chunk.good if not str(rec.get(name) or "").strip())
+            written, bad = written + source_good, bad + source_bad
+            per_source.append(f"{source}: {source_good}" + (f" (+{source_bad} bad)" if source_bad else ""))
     notes = [f"{duplicates} exact duplicates kept"] if duplicates else []
     notes += [f"{n} with empty {name}" for name, n in empty.items() if n]
-    message = f"ingested {len(good)} {kind} records into {out} ({'; '.join(per_source)})"
+    message = f"ingested {written} {kind} records into {out} ({'; '.join(per_source)})"
     if notes:
         message += "\nnote: " + ", ".join(notes) + f"; `builder validate {out}` quarantines them"
-    return IngestSummary(len(good), len(bad), duplicates, message, problems)
+    return IngestSummary(written, bad, duplicates, message, problems)

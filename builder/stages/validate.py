@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.config import pick, section
 from builder.errors import BadInput, Problem
-from builder.records import atomic_path, guess_kind, kind_of, parse_mapping, write_records
-from builder.validate import Limits, check
+from builder.records import atomic_outputs, atomic_path, distinct_outputs, guess_kind, kind_of, parse_mapping, record_writer
+from builder.validate import Limits, check_chunks
 
 
 @dataclass
@@ -38,6 +39,7 @@ def wrong_kind(path: str, kind: str, read: int) -> None:
 def validate(path: str, kind: str | None = None, *, out: Path | None = None, quarantine: Path | None = None,
              report: Path | None = None, against: list[str] | None = None, mapping_pairs=(),
              max_chars: int | None = None) -> ValidateOutcome:
+    distinct_outputs(out=out, quarantine=quarantine, report=report)
     params = section("validate")
     given, kind = kind, kind_of(kind) if kind else guess_kind(path)
     defaults = Limits()
@@ -46,21 +48,27 @@ def validate(path: str, kind: str | None = None, *, out: Path | None = None, qua
                     contamination_ngram=params.get("contamination_ngram", defaults.contamination_ngram))
     # Eval files are not checked against eval suites: they would all "leak" themselves.
     against = [] if kind == "eval" else (against or params.get("against", []))
-    result = check(path, kind, mapping=parse_mapping(mapping_pairs), limits=limits, against=against)
-    # Not one record of this kind's shape (only missing fields and ids of other content): the wrong --kind.
-    if given and result.read and not result.good and set(result.stats["problems_by_reason"]) <= SHAPE_PROBLEMS:
-        wrong_kind(path, kind, result.read)
-    if out is not None:
-        write_records(out, result.good, kind)
-    if quarantine is not None:
-        write_records(quarantine, result.bad)
-    if report is not None:
-        with atomic_path(report) as tmp:
-            tmp.write_text(json.dumps(result.stats, indent=2) + "\n", encoding="utf-8")
-    stats = result.stats
+    problems = []
+    with atomic_outputs(), contextlib.ExitStack() as outputs:
+        # Written chunk by chunk as they are checked: memory stays flat on any file size.
+        good = outputs.enter_context(record_writer(out, kind)) if out is not None else None
+        bad = outputs.enter_context(record_writer(quarantine)) if quarantine is not None else None
+        for chunk in check_chunks(path, kind, mapping=parse_mapping(mapping_pairs), limits=limits, against=against):
+            if good is not None:
+                good.extend(chunk.good)
+            if bad is not None:
+                bad.extend(chunk.bad)
+            problems += chunk.problems
+        stats = chunk.stats
+        # Not one record of this kind's shape (only missing fields and ids of other content): the wrong --kind.
+        if given and stats["read"] and not stats["good"] and set(stats["problems_by_reason"]) <= SHAPE_PROBLEMS:
+            wrong_kind(path, kind, stats["read"])
+        if report is not None:
+            with atomic_path(report) as tmp:
+                tmp.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     message = f"{path}: {stats['read']} read as {kind}, {stats['good']} good, {stats['quarantined']} quarantined"
     if stats["problems_by_reason"]:
         message += " (" + ", ".join(f"{code} {n}" for code, n in stats["problems_by_reason"].items()) + ")"
-    if result.problems and quarantine is None:
+    if problems and quarantine is None:
         message += "\nadd --quarantine BAD.jsonl to keep the bad records with their reasons, --out GOOD.jsonl for the rest"
-    return ValidateOutcome(message, stats, params.get("max_problems_shown", 20), result.problems)
+    return ValidateOutcome(message, stats, params.get("max_problems_shown", 20), problems)
