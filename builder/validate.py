@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from builder.errors import BadInput, Problem
-from builder.records import kind_of, read_rows, schema, text_fields, to_record
+from builder.records import guess_kind, kind_of, read_rows, schema, text_fields, to_record
 
 # Normalisation for near-duplicates and contamination: case, punctuation and spacing do not count.
 NON_WORD = r"[^\p{L}\p{N}]+"
@@ -299,3 +299,19 @@ def _stats(result: Result, kind: str, semantic: bool) -> dict:
         stats["contaminated"] = reasons.get("contaminated", 0)
     return stats
 
+
+def load_records(path: str, kind: str) -> list[dict]:
+    """Records for a stage to work on: every row must parse and carry its kind's fields, else exit 2
+    naming each problem (stages read validated outputs; this is the guard, not the validator)."""
+    result = check(path, kind, semantic=False)
+    if result.problems:
+        try:
+            found = guess_kind(path)
+        except BadInput:
+            found = kind
+        if found != kind:
+            raise BadInput(f"{path} holds {found} records, but this step needs {kind} records; "
+                           "check --in (each stage reads the previous stage's output)")
+        raise BadInput(f"{path}: {len(result.problems)} bad records; run `builder validate {path} --kind {kind}` "
+                       "to see and quarantine them", result.problems)
+    return result.good

@@ -148,7 +148,7 @@ def run(in_path: str, out: Path, *, rejects: Path | None = None, metrics: Path |
         llm_flags: dict | None = None, gen_flags: dict | None = None) -> dict:
     """The `builder filter` command: params ``filter:`` with command-line flags on top."""
     from builder.config import pick, section
-    from builder.records import load_records
+    from builder.validate import load_records
 
     params = section("filter")
     rules = Rules.from_params(params)

@@ -16,7 +16,8 @@ from pathlib import Path
 from builder.config import pick, section
 from builder.errors import BadInput, RunFailed
 from builder.metrics import reject, write_outputs
-from builder.records import load_records, to_record, write_records
+from builder.records import to_record, write_records
+from builder.validate import load_records
 
 DEFAULT_TEMPLATE = "safer_instruct_reverse"
 

@@ -168,7 +168,7 @@ def run(in_path: str, out: Path, *, rejects: Path | None = None, metrics: Path |
     from builder.config import pick, section
     from builder.llm import LLMSpec, gen_params
     from builder.prompts import load_template
-    from builder.records import load_records
+    from builder.validate import load_records
 
     params = section("judge")
     mode = pick(mode, params, "mode", "json")

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import BadInput, RunFailed
-from builder.records import atomic_path, kind_of, load_records, read_rows, to_record, write_records
+from builder.records import atomic_path, kind_of, read_rows, to_record, write_records
+from builder.validate import load_records
 
 # The seeds' task suffixes, verified byte for byte against the Cross-Task Defense eval files
 # (instruction-llms-safety-eval/data/evaluation/test_<task>.json: every instruction there is
