@@ -38,6 +38,12 @@ def parents(rec: dict) -> list[str]:
     return list(dict.fromkeys(p for p in found if p and p != rec.get("id")))
 
 
+def stages_passed(rec: dict) -> int:
+    """How far down the pipeline this copy is: every stage adds its own entry to meta and keeps the
+    earlier ones (judge's copy has respond's and judge's; the dataset's adds pairs' split)."""
+    return sum(isinstance(info, dict) for info in (rec.get("meta") or {}).values())
+
+
 def describe(record_id: str, roots: list[Path], depth: int = 0, seen: set | None = None) -> list[str]:
     seen = set() if seen is None else seen
     if record_id in seen:
@@ -47,6 +53,7 @@ def describe(record_id: str, roots: list[Path], depth: int = 0, seen: set | None
     hits = find(record_id, roots)
     if not hits:
         return [f"{pad}{record_id}: not found under {', '.join(map(str, roots))}"]
+    hits.sort(key=lambda hit: stages_passed(hit[1]))  # pipeline order, not the order of file names
     kept = [rec for _, rec in hits if "_rejected" not in rec]
     rec = (kept or [hits[-1][1]])[-1]  # the furthest stage's copy carries the most provenance
     lines = [f"{pad}{record_id} in {', '.join(str(p) for p, _ in hits)}"]

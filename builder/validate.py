@@ -300,9 +300,11 @@ def _stats(result: Result, kind: str, semantic: bool) -> dict:
     return stats
 
 
-def load_records(path: str, kind: str) -> list[dict]:
+def load_records(path: str, kind: str,
+                 fix: str = "check --in (each stage reads the previous stage's output)") -> list[dict]:
     """Records for a stage to work on: every row must parse and carry its kind's fields, else exit 2
-    naming each problem (stages read validated outputs; this is the guard, not the validator)."""
+    naming each problem (stages read validated outputs; this is the guard, not the validator).
+    ``fix`` tells a user who gave a file of another kind what to do, naming the option that gave it."""
     result = check(path, kind, semantic=False)
     if result.problems:
         try:
@@ -310,8 +312,7 @@ def load_records(path: str, kind: str) -> list[dict]:
         except BadInput:
             found = kind
         if found != kind:
-            raise BadInput(f"{path} holds {found} records, but this step needs {kind} records; "
-                           "check --in (each stage reads the previous stage's output)")
+            raise BadInput(f"{path} holds {found} records, but this step needs {kind} records; {fix}")
         raise BadInput(f"{path}: {len(result.problems)} bad records; run `builder validate {path} --kind {kind}` "
                        "to see and quarantine them", result.problems)
     return result.good

@@ -30,6 +30,13 @@ def builder(*args: str, cwd: Path | str | None = None, env: dict | None = None) 
                           capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
+def copy_code(project: Path) -> None:
+    """The code the stages declare as dependencies in dvc.yaml, into a scratch copy of the pipeline."""
+    import shutil
+
+    shutil.copytree(REPO / "builder", project / "builder", ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 

@@ -23,9 +23,11 @@ def test_version_and_every_command_has_help_with_an_example():
     listing = builder("--help").stdout
     names = [l.split()[0] for l in listing.split("Commands:")[1].splitlines() if l.startswith("  ") and l.split()]
     assert {"ingest", "validate"} <= set(names)
-    for name in names:
-        result = builder(name, "--help")
+    for name in [*names, "cache stats", "cache prune", "cache model"]:
+        result = builder(*name.split(), "--help")
         assert result.returncode == 0 and "Example" in result.stdout, name
+        options = result.stdout.split("Options:")[-1]
+        assert "list[" not in options and "<list" not in options, name  # a metavar, not a Python type
 
 
 def test_missing_required_option_is_exit_2():

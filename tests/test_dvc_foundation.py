@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, read_jsonl
+from tests.conftest import REPO, copy_code, read_jsonl
 
 
 def sh(*args, cwd):
@@ -28,6 +28,7 @@ def project(tmp_path) -> Path:
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, tmp_path / name)
     shutil.copytree(REPO / "data" / "sample", tmp_path / "data" / "sample")
+    copy_code(tmp_path)
     sh("git", "init", "-q", cwd=tmp_path)
     sh("dvc", "init", "-q", cwd=tmp_path)
     return tmp_path
@@ -54,3 +55,21 @@ def test_ingest_and_validate_stages_run_and_are_idempotent(project):
     changed = sh("dvc", "repro", "validate", cwd=project)
     assert "Running stage 'validate@general'" in changed and "Running stage 'ingest@" not in changed
     assert json.loads((project / "metrics/validate/general.json").read_text())["problems_by_reason"].get("too-long", 0) > 0
+
+
+def test_an_eval_file_change_reruns_the_stages_that_check_contamination(project):
+    sh("dvc", "repro", "mix", cwd=project)
+    general = json.loads((project / "data/sample/general.json").read_text())
+    leaked = general[0]["instruction"]
+    assert leaked in (project / "data/mix/mix.json").read_text()
+
+    evals_path = project / "data/sample/eval_harmful.json"
+    evals = json.loads(evals_path.read_text())
+    evals["instructions"].append(leaked)  # a general item now leaks an eval prompt
+    evals_path.write_text(json.dumps(evals, indent=2))
+    status = sh("dvc", "status", cwd=project)
+    assert "mix:" in status and "validate_pairs:" in status and "validate@general:" in status
+
+    rerun = sh("dvc", "repro", "mix", cwd=project)
+    assert "Running stage 'validate@general'" in rerun and "Running stage 'mix'" in rerun
+    assert leaked not in (project / "data/mix/mix.json").read_text()

@@ -97,6 +97,9 @@ def test_cache_cli_stats_and_prune(fresh_cache):
     assert stats["path"].startswith(str(fresh_cache))
     r = builder("cache", "prune")
     assert r.returncode == 2 and "--older-than" in r.stderr
-    r = builder("cache", "prune", "--all")
+    r = builder("cache", "prune", "--all")  # without --yes: a listing, nothing removed
+    assert r.returncode == 0 and "would remove 4" in r.stderr and "gpt-x: 4" in r.stdout
+    assert Cache().stats()["completions"] == 4
+    r = builder("cache", "prune", "--all", "--yes")
     assert r.returncode == 0 and "removed 4" in r.stderr
     assert Cache().stats()["completions"] == 0

@@ -15,7 +15,7 @@ import pytest
 
 from builder.records import record_id
 from builder.stages.mix import TASK_SUFFIXES, TASKS
-from tests.conftest import REPO, builder, read_jsonl, write_jsonl
+from tests.conftest import REPO, builder, copy_code, read_jsonl, write_jsonl
 
 SAMPLE = REPO / "data" / "sample"
 SEED_SAFETY = "safety-tuned-llamas/data/training/safety_only_data_Instructions.json"
@@ -96,7 +96,7 @@ def test_seed_safety_file_family_counts_nesting_and_records(seed, tmp_path):
 def test_n_larger_than_the_safety_examples_exits_2_saying_how_many(seed, tmp_path):
     result, out, manifest, _ = run_mix(tmp_path, "--n", 2484, safety=seed / SEED_SAFETY)
     assert result.returncode == 2
-    assert "has only 2483 usable safety examples (2483 read); use --n 2483 or fewer" in result.stderr
+    assert "has only 2483 usable safety examples (2483 read); use --n 2483 or fewer (params: mix.n)" in result.stderr
     assert not out.exists() and not manifest.exists()
     result, *_ = run_mix(tmp_path, "--n", 61)
     assert result.returncode == 2 and "only 60 usable safety examples" in result.stderr
@@ -266,6 +266,7 @@ def pipeline_repo(tmp_path_factory):
     shutil.copy(REPO / "dvc.yaml", repo)
     shutil.copy(REPO / "params.yaml", repo)
     shutil.copytree(SAMPLE, repo / "data" / "sample")
+    copy_code(repo)  # the stages' declared code deps
     env = _git_dvc_env(home)
 
     def sh(*cmd, check=True):
@@ -320,3 +321,30 @@ def test_dvc_family_stage_builds_nested_mixes_from_params(pipeline_repo):
         assert len(records) == 150 + n and load(repo / "metrics" / "mix_family" / f"n{n}.json")["safety"]["drawn"] == n
         assert previous is None or records[: len(previous)] == previous
         previous = records
+
+
+def safer_instruct_responses(tmp_path: Path, n: int = 30) -> Path:
+    """A Safer-Instruct-style CSV (instruction, rejected, chosen, label) ingested as responses, as the
+    README shows: response records that also carry the instruction and chosen columns."""
+    rows = "".join(f'"make a meme of post {i}","hateful post number {i} about group {i % 7}",'
+                   f'"Sorry, but I can\'t assist with that.",hate\n' for i in range(n))
+    csv = tmp_path / "si.csv"
+    csv.write_text("instruction,rejected,chosen,label\n" + rows, encoding="utf-8")
+    out = tmp_path / "si.jsonl"
+    assert builder("ingest", csv, "--kind", "responses", "--out", out, cwd=tmp_path).returncode == 0
+    return out
+
+
+def test_response_records_with_extra_columns_are_read_as_responses(tmp_path):
+    responses = safer_instruct_responses(tmp_path)
+    result, out, _, _ = run_mix(tmp_path, "--task", "summarize", "--n", "3", safety=responses)
+    assert result.returncode == 0, result.stderr
+    assert sum(SUFFIXES["summarize"] in ex["instruction"] for ex in load(out)) == 3
+
+
+def test_a_safety_file_of_the_wrong_kind_names_the_safety_option(tmp_path):
+    responses = safer_instruct_responses(tmp_path)
+    result, *_ = run_mix(tmp_path, "--safety-kind", "preferences", "--n", "3", safety=responses)
+    assert result.returncode == 2
+    assert "holds response records" in result.stderr and "check --safety" in result.stderr
+    assert "--in" not in result.stderr

@@ -144,3 +144,12 @@ def test_allow_quarantine_is_for_pipelines(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", GOOD + [pref(" ")])
     result = builder("validate", path, "--kind", "preferences", "--quarantine", tmp_path / "q.jsonl", "--allow-quarantine")
     assert result.returncode == 0 and len(read_jsonl(tmp_path / "q.jsonl")) == 1
+
+
+def test_records_of_another_kind_give_one_line_naming_the_kind_they_look_like(tmp_path):
+    responses = [{"text": f"a hateful post number {n} about group {n * 3}", "category": "hate"} for n in range(500)]
+    path = write_jsonl(tmp_path / "responses.jsonl", responses)
+    result = builder("validate", path, "--kind", "preferences", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # one line, not one per record
+    assert "look like response records: pass --kind responses" in result.stderr

@@ -76,13 +76,13 @@ def command(fn):
 
 
 KindOpt = Annotated[str, typer.Option("--kind", "-k", help="responses|instructions|preferences|sft|eval|generation|score")]
-MapOpt = Annotated[Optional[list[str]], typer.Option("--map", help="Rename a column: NEW=OLD (repeatable).")]
+MapOpt = Annotated[Optional[list[str]], typer.Option("--map", metavar="NEW=OLD", help="Rename a column: NEW=OLD (repeatable).")]
 
 
 @app.command()
 @command
 def ingest(
-    sources: Annotated[list[str], typer.Argument(help="Files (.json .jsonl .csv .parquet) or hf://ORG/NAME[:CONFIG]/SPLIT.")],
+    sources: Annotated[list[str], typer.Argument(metavar="SOURCE...", help="Files (.json .jsonl .csv .parquet) or hf://ORG/NAME[:CONFIG]/SPLIT.")],
     kind: KindOpt = ...,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl, .parquet, .json, .csv).")] = ...,
     map_: MapOpt = None,
@@ -112,7 +112,7 @@ def validate(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the good records here.")] = None,
     quarantine: Annotated[Optional[Path], typer.Option(help="Write each bad record here with its reasons.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write JSON stats here (usable as a DVC metric).")] = None,
-    against: Annotated[Optional[list[str]], typer.Option(help="Eval suite to check for contamination (repeatable).")] = None,
+    against: Annotated[Optional[list[str]], typer.Option(metavar="EVAL", help="Eval suite to check for contamination (repeatable).")] = None,
     map_: MapOpt = None,
     max_chars: Annotated[Optional[int], typer.Option(help="Longest text field allowed [params: validate.max_chars].")] = None,
     allow_quarantine: Annotated[bool, typer.Option(help="Exit 0 when bad records were quarantined (for pipelines).")] = False,
@@ -142,7 +142,7 @@ def mix(
     task: Annotated[Optional[str], typer.Option(help="none|case|cloze|sentiment|summarize|translate|mix: cross-task defense examples [params: mix.task].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the draw [params: mix.seed].")] = None,
     refusal: Annotated[Optional[str], typer.Option(help="Refusal for documents from response records [params: mix.refusal].")] = None,
-    against: Annotated[Optional[list[str]], typer.Option(help="Eval suite no example may leak (repeatable) [params: validate.against].")] = None,
+    against: Annotated[Optional[list[str]], typer.Option(metavar="EVAL", help="Eval suite no example may leak (repeatable) [params: validate.against].")] = None,
     safety_kind: Annotated[Optional[str], typer.Option(help="sft|preferences|responses, when the fields do not tell.")] = None,
     manifest: Annotated[Optional[Path], typer.Option(help="Manifest JSON (seed, n, sources' sha256, safety ids) [default: OUT's stem + .manifest.json].")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Composition report JSON (a DVC metric).")] = None,
@@ -172,7 +172,7 @@ def mix(
 # Options shared by every LLM stage (induce, filter, respond, judge, score); None = take params.yaml.
 BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="hf (local transformers) | openai (any OpenAI-compatible server) [params: llm.backend].")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="smollm2-135m (packaged), a local folder, a hub id, or the served model name [params: llm.model].")]
-BaseUrlOpt = Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible server URL, e.g. http://gpu1:8000/v1 (repeatable: round robin).")]
+BaseUrlOpt = Annotated[Optional[list[str]], typer.Option("--base-url", metavar="URL", help="OpenAI-compatible server URL, e.g. http://gpu1:8000/v1 (repeatable: round robin).")]
 AdapterOpt = Annotated[Optional[str], typer.Option("--adapter", help="LoRA adapter folder (hf) or served adapter name (openai).")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Only the first N input records.")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="hf: prompts per generate call [params: llm.batch_size].")]
@@ -196,7 +196,10 @@ app.add_typer(cache_app, name="cache")
 def cache_stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the stats as JSON.")] = False,
 ) -> None:
-    """How many completions are cached, for which models, what they cost, and the size on disk."""
+    """How many completions are cached, for which models, what they cost, and the size on disk.
+
+    Example: builder cache stats --json
+    """
     import json
 
     from builder.llm.cache import Cache
@@ -219,18 +222,29 @@ def cache_prune(
     older_than: Annotated[Optional[float], typer.Option("--older-than", help="Remove completions stored more than DAYS ago.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Remove completions of this model.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Remove every completion.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove them; without it, only list what would be removed.")] = False,
 ) -> None:
-    """Remove cached completions (a rerun then pays for them again).
+    """Remove cached completions (a rerun then pays for them again). Without --yes, list what would go.
 
-    Example: builder cache prune --older-than 30
+    Example: builder cache prune --older-than 30 --yes
     """
     from builder.llm.cache import Cache
 
     if older_than is None and model is None and not all_:
         raise BadInput("say what to prune: --older-than DAYS, --model NAME or --all")
+    which = {"older_than_days": older_than, "model": model, "everything": all_}
     cache = Cache()
-    removed = cache.prune(older_than_days=older_than, model=model, everything=all_)
-    cache.close()
+    try:
+        if not yes:
+            doomed = cache.prunable(**which)
+            for backend, name, n in doomed:
+                typer.echo(f"  {backend:7} {name}: {n}")
+            say(f"would remove {sum(n for *_, n in doomed)} cached completions from {cache.path}; "
+                "add --yes to remove them")
+            return
+        removed = cache.prune(**which)
+    finally:
+        cache.close()
     say(f"removed {removed} cached completions from {cache.path}")
 
 
@@ -239,7 +253,10 @@ def cache_prune(
 def cache_model(
     name: Annotated[str, typer.Argument(help="A packaged model name.")] = "smollm2-135m",
 ) -> None:
-    """Print the local folder of a model (converting the packaged GGUF once), e.g. for `transformers serve`."""
+    """Print the local folder of a model (converting the packaged GGUF once), e.g. for `transformers serve`.
+
+    Example: transformers serve "$(builder cache model smollm2-135m)" --host 127.0.0.1 --port 8000
+    """
     from builder.llm.models import resolve
 
     typer.echo(resolve(name).path)
@@ -362,8 +379,8 @@ def pairs(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: a Hugging Face dataset (parquet per split).")] = ...,
     test_size: Annotated[Optional[float], typer.Option(help="Share of each category held out as test_prefs [params: pairs.test_size].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the split [params: pairs.seed].")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option(help="Eval suite whose prompts must not appear (repeatable) [params: validate.against].")] = None,
-    export: Annotated[Optional[list[str]], typer.Option(help="Also write: conversational (TRL messages) | csv (Safer-Instruct layout) [params: pairs.exports].")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(metavar="EVAL", help="Eval suite whose prompts must not appear (repeatable) [params: validate.against].")] = None,
+    export: Annotated[Optional[list[str]], typer.Option(metavar="FORMAT", help="Also write: conversational (TRL messages) | csv (Safer-Instruct layout) [params: pairs.exports].")] = None,
     rejects: RejectsOpt = None,
     metrics: MetricsOpt = None,
 ) -> None:
@@ -390,7 +407,7 @@ def pairs(
 @command
 def show(
     record_id: Annotated[str, typer.Argument(help="A record id (16 hex digits).")],
-    in_: Annotated[Optional[list[Path]], typer.Option("--in", "-i", help="Files or folders to search [default: data/].")] = None,
+    in_: Annotated[Optional[list[Path]], typer.Option("--in", "-i", metavar="PATH", help="Files or folders to search [default: data/].")] = None,
 ) -> None:
     """Print a record and its lineage: every stage it passed, back to its source line.
 

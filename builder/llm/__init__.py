@@ -135,6 +135,12 @@ class Summary:
 
         return asdict(self)
 
+    def as_metrics(self) -> dict:
+        """Only what depends on inputs, params and the cache's answers. Timings, cache hits, retries,
+        tokens spent and money differ between identical reruns, so they go to stderr (``str(self)``),
+        not into metrics that git and dvc.lock keep."""
+        return {"total": self.total, "done": self.done, "failed": self.failed}
+
 
 @dataclass
 class Outcome:

@@ -188,7 +188,24 @@ class Cache:
             "by_model": [{"backend": b, "model": m, "completions": n, "cost_usd": round(c, 6)} for b, m, n, c in by_model],
         }
 
+    def prunable(self, *, older_than_days: float | None = None, model: str | None = None,
+                 everything: bool = False) -> list[tuple[str, str, int]]:
+        """What prune with these arguments would remove: (backend, model, completions), largest first."""
+        where, args = self._prune_where(older_than_days, model, everything)
+        with self._lock:
+            return self.db.execute(f"SELECT backend, model, COUNT(*) FROM completions WHERE {where} "
+                                   "GROUP BY backend, model ORDER BY COUNT(*) DESC", args).fetchall()
+
     def prune(self, *, older_than_days: float | None = None, model: str | None = None, everything: bool = False) -> int:
+        where, args = self._prune_where(older_than_days, model, everything)
+        with self._lock:
+            n = self.db.execute(f"DELETE FROM completions WHERE {where}", args).rowcount
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.db.execute("VACUUM")
+        return n
+
+    @staticmethod
+    def _prune_where(older_than_days: float | None, model: str | None, everything: bool) -> tuple[str, list]:
         clauses, args = [], []
         if older_than_days is not None:
             clauses.append("stored < ?")
@@ -198,12 +215,7 @@ class Cache:
             args.append(model)
         if not clauses and not everything:
             raise ValueError("prune needs --older-than, --model or --all")
-        where = " AND ".join(clauses) if clauses else "1=1"
-        with self._lock:
-            n = self.db.execute(f"DELETE FROM completions WHERE {where}", args).rowcount
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self.db.execute("VACUUM")
-        return n
+        return " AND ".join(clauses) if clauses else "1=1", args
 
     def close(self) -> None:
         self.flush()

@@ -126,12 +126,12 @@ def _score_quality(records, quality: QualityCheck, llm, gen, use_cache):
         scores.append(score)
         rec = {**rec, "meta": {**rec.get("meta", {}), "filter": {
             "quality": score, "model": llm.model, "backend": llm.backend, "template": quality.template.name,
-            "template_hash": quality.template.hash, "created_at": completion.created_at}}}
+            "template_hash": quality.template.hash}}}
         if score < quality.min_quality:
             rejects.append(reject("filter", rec, "low-quality", f"score {score} < filter.min_quality {quality.min_quality}"))
         else:
             kept.append(rec)
-    extra = {"quality_scores": {str(s): scores.count(s) for s in sorted(set(scores))}, "llm": outcome.summary.as_dict()}
+    extra = {"quality_scores": {str(s): scores.count(s) for s in sorted(set(scores))}, "llm": outcome.summary.as_metrics()}
     return kept, rejects, extra
 
 

@@ -3,7 +3,7 @@
 Each response record's text fills the template (default ``safer_instruct_reverse``, whose ``{output}``
 is the response); the model's continuation is the instruction. ``n_candidates`` K > 1 keeps K sampled
 instructions per response (seeds seed, seed+1, ...). Every record carries its provenance in ``meta``
-(``meta.induce``: model, backend, template name and hash, params, created_at from the cache entry, so a
+(``meta.induce``: model, backend, template name and hash, params; no wall-clock time, so a
 rerun writes byte-identical output). Failed requests and empty instructions go to the rejects file with
 a reason, in the format every stage uses (builder.metrics.reject).
 """
@@ -106,7 +106,7 @@ def induce(in_path: str, out: Path, *, rejects: Path | None = None, metrics: Pat
         meta = {"source": (rec.get("meta") or {}).get("source") or rec.get("source"),
                 "induce": {"response_id": rec["id"], "model": c.model, "backend": spec.backend, "adapter": spec.adapter,
                            "template": tpl.as_meta(), "params": req.params.as_dict(), "candidate": i,
-                           "finish_reason": c.finish_reason, "created_at": c.created_at}}
+                           "finish_reason": c.finish_reason}}
         data = {"instruction": instruction, "response": rec["text"], "response_id": rec["id"],
                 "category": rec.get("category"), "meta": meta}
         record, _ = to_record("instruction", data)
@@ -123,7 +123,7 @@ def induce(in_path: str, out: Path, *, rejects: Path | None = None, metrics: Pat
         raise RunFailed(f"induce: every request failed ({len(requests)}); first reason: {first.reason}"
                         + (f"; all are in {rejects}" if rejects else ""))
     write_outputs("induce", out, written, "instruction", read=records, rejects=rejected, rejects_path=rejects,
-                  metrics_path=metrics, candidates=k, llm=outcome.summary.as_dict())
+                  metrics_path=metrics, candidates=k, llm=outcome.summary.as_metrics())
     message = (f"induced {len(written)} instructions from {len(records)} responses into {out}"
                + (f" ({k} candidates each)" if k > 1 else "")
                + (f"; {len(rejected)} rejected" + (f" -> {rejects}" if rejects else " (add --rejects PATH to keep them)")

@@ -109,7 +109,7 @@ def _json_verdicts(records, setup: JudgeSetup, llm, gen, use_cache):
             else:
                 raw = f"{text}\n--- repair ---\n{failure.raw or ''}"
                 failures[rid] = ("unparseable-verdict", f"{problem}; after one repair attempt: {failure.reason}", raw)
-    return verdicts, failures, {"first": first.summary.as_dict()}
+    return verdicts, failures, {"first": first.summary.as_metrics()}
 
 
 def _logprob_verdicts(records, setup: JudgeSetup, llm, gen, use_cache):
@@ -158,7 +158,7 @@ def _logprob_verdicts(records, setup: JudgeSetup, llm, gen, use_cache):
             "p_yes": {name: round(p, 4) for name, p in probabilities.items()},
             "rationale": "logprob mode: " + ", ".join(f"P(yes | {n}) = {p:.2f}" for n, p in probabilities.items()),
         }
-    return verdicts, failures, {**outcome.summary.as_dict(), "calibration_p_yes": {k: round(v, 4) for k, v in baseline.items()}}
+    return verdicts, failures, {**outcome.summary.as_metrics(), "calibration_p_yes": {k: round(v, 4) for k, v in baseline.items()}}
 
 
 def run(in_path: str, out: Path, *, rejects: Path | None = None, metrics: Path | None = None,

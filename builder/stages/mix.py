@@ -91,11 +91,11 @@ def source_kind(path: str, given: str | None = None) -> str:
         if row.data is None:
             continue
         fields = set(row.data)
-        if "chosen" in fields:
+        if {"chosen", "rejected"} <= fields:
             return "preference"
         if "output" in fields:
             return "sft"
-        if "text" in fields and "instruction" not in fields:
+        if "text" in fields:  # response records may carry more (Safer-Instruct's: instruction, chosen)
             return "response"
         raise BadInput(f"{path}: cannot tell whether its records are sft (instruction, output), preferences "
                        f"(prompt, chosen, rejected) or responses (text) (fields: {', '.join(sorted(fields))}); "
@@ -187,8 +187,8 @@ def mix(general: str, safety: str, n: int, out: Path, *, task: str = "none", see
     from builder.validate import eval_prompts
 
     kind = source_kind(safety, safety_kind)
-    general_records = load_records(general, "sft")
-    safety_records = load_records(safety, kind)
+    general_records = load_records(general, "sft", fix="check --general (SFT records: instruction, output)")
+    safety_records = load_records(safety, kind, fix="check --safety, or pass --safety-kind")
     evals = eval_prompts(list(against)) if against else None
 
     # --- the safety pool: distinct, non-empty, not leaking an eval prompt
@@ -222,7 +222,7 @@ def mix(general: str, safety: str, n: int, out: Path, *, task: str = "none", see
         what = "documents" if task != "none" else "safety examples"
         ask = f"--n {n} with --task mix needs 5 x {n} = {need} {what}" if task == "mix" else f"--n {n}"
         most = len(pool) // tasks_per_example
-        raise BadInput(f"{ask}, but {safety} has only {len(pool)} usable {what} ({why}); use --n {most} or fewer")
+        raise BadInput(f"{ask}, but {safety} has only {len(pool)} usable {what} ({why}); use --n {most} or fewer (params: mix.n)")
     random.Random(seed).shuffle(pool)
     drawn = pool[:need]
     # task mix: example k takes the next document and task k mod 5, so every task gets exactly N and a

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from builder.dataset_dir import building, check_out_dir
 from builder.errors import BadInput
 from builder.metrics import reject, write_outputs
 from builder.records import atomic_path, write_records
@@ -29,6 +30,8 @@ def pairs(in_path: str, out_dir: Path, *, test_size: float = 0.1, seed: int = 0,
     unknown = sorted(set(exports) - set(EXPORTS))
     if unknown:
         raise BadInput(f"unknown export {', '.join(unknown)}; accepted: {', '.join(EXPORTS)}")
+    keep_out = [in_path, *(p for p in (rejects_path, metrics_path) if p)]
+    check_out_dir(out_dir, keep_out, stage="pairs")  # before any work: never a user's folder
     # validate's checks are exactly the pair rules: schema, empty, chosen == rejected, exact and near
     # duplicates, and overlap with the eval suites given by --exclude.
     result = check(in_path, "preference", limits=limits, against=list(exclude))
@@ -36,53 +39,64 @@ def pairs(in_path: str, out_dir: Path, *, test_size: float = 0.1, seed: int = 0,
                       "; ".join(f"{p['field']}: {p['message']}" for p in entry["problems"]), raw=entry.get("raw"))
                for entry in result.bad]
     splits = split_by_category(result.good, test_size, seed)
-    final_dir = Path(out_dir)
-    # Build the whole dataset beside its destination and swap it in: no half-written or stale files.
-    out_dir = final_dir.with_name(f".{final_dir.name}.tmp")
-    shutil.rmtree(out_dir, ignore_errors=True)
     splits = {name: records for name, records in splits.items() if records}  # no empty parquet files
+    for name, records in splits.items():  # the split is part of the record's lineage (`builder show`)
+        for rec in records:  # (the same dicts as result.good, so pairs.jsonl carries it too)
+            rec["meta"] = {**(rec.get("meta") or {}), "pairs": {"split": name}}
     if not splits:
         raise BadInput(f"{in_path}: no valid preference pairs left ({result.read} read, all rejected); "
                        "see the rejects file for the reasons")
     rows = {name: [hub_row(r) for r in records] for name, records in splits.items()}
-    for name, split_rows in rows.items():
-        write_records(out_dir / "data" / f"{name}-00000-of-00001.parquet", split_rows)
-    configs = [("default", "data")]
-    if "conversational" in exports:
+    # Built beside its destination and swapped in whole; a folder builder did not write is never replaced.
+    with building(out_dir, keep_out, stage="pairs") as build:
         for name, split_rows in rows.items():
-            write_records(out_dir / "conversational" / f"{name}-00000-of-00001.parquet",
-                          [conversational(r) for r in split_rows])
-        configs.append(("conversational", "conversational"))
-    if "csv" in exports:
-        for name, records in splits.items():
-            write_records(out_dir / "csv" / f"{name}.csv", records, "preference")
-    _write_configs(out_dir, configs, list(splits))
-    metrics = write_outputs("pairs", out_dir / "pairs.jsonl", result.good, "preference",
-                            read=[None] * result.read, rejects=rejects, rejects_path=rejects_path,
-                            metrics_path=metrics_path,
-                            splits={name: len(records) for name, records in splits.items()},
-                            split_by_category={name: _count(records) for name, records in splits.items()})
-    shutil.rmtree(final_dir, ignore_errors=True)
-    out_dir.rename(final_dir)
+            write_split(build / "data", name, split_rows)
+        configs = [("default", "data")]
+        if "conversational" in exports:
+            for name, split_rows in rows.items():
+                write_split(build / "conversational", name, [conversational(r) for r in split_rows], messages=True)
+            configs.append(("conversational", "conversational"))
+        if "csv" in exports:
+            for name, records in splits.items():
+                write_records(build / "csv" / f"{name}.csv", records, "preference")
+        _write_configs(build, configs, {name: len(records) for name, records in splits.items()})
+        metrics = write_outputs("pairs", build / "pairs.jsonl", result.good, "preference",
+                                read=[None] * result.read, rejects=rejects, rejects_path=rejects_path,
+                                metrics_path=metrics_path,
+                                splits={name: len(records) for name, records in splits.items()},
+                                split_by_category={name: _count(records) for name, records in splits.items()})
     return metrics
 
 
 def split_by_category(records: list[dict], test_size: float, seed: int) -> dict[str, list[dict]]:
-    """A seeded split stratified by category: each category gives round(n * test_size) records to
-    test (at least one when it has two or more and test_size > 0). Independent of input order."""
+    """A seeded split stratified by category, independent of input order. The test split gets
+    round(total * test_size) records, a half rounding down (15 pairs at 0.5: 7 test, 8 train), shared
+    among categories by largest remainder; a category of two or more gives at least one when test_size > 0."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for rec in records:
         groups[rec.get("category") or "none"].append(rec)
+    quotas = test_quotas({name: len(members) for name, members in groups.items()}, test_size)
     train, test = [], []
     for category in sorted(groups):
         members = sorted(groups[category], key=lambda r: r["id"])
         random.Random(f"{seed}:{category}").shuffle(members)
-        n_test = round(len(members) * test_size)
-        if test_size > 0 and n_test == 0 and len(members) >= 2:
-            n_test = 1
-        test += members[:n_test]
-        train += members[n_test:]
+        test += members[:quotas[category]]
+        train += members[quotas[category]:]
     return {TRAIN: sorted(train, key=lambda r: r["id"]), TEST: sorted(test, key=lambda r: r["id"])}
+
+
+def test_quotas(sizes: dict[str, int], test_size: float) -> dict[str, int]:
+    exact = {name: n * test_size for name, n in sizes.items()}
+    total = sum(exact.values())
+    target = math.floor(total) if total - math.floor(total) <= 0.5 else math.ceil(total)
+    quotas = {name: math.floor(x) for name, x in exact.items()}
+    by_remainder = sorted(exact, key=lambda name: (-(exact[name] - quotas[name]), name))
+    for name in by_remainder[: max(0, target - sum(quotas.values()))]:
+        quotas[name] += 1
+    for name, n in sizes.items():
+        if test_size > 0 and n >= 2 and quotas[name] == 0:
+            quotas[name] = 1
+    return quotas
 
 
 def hub_row(rec: dict) -> dict:
@@ -112,14 +126,54 @@ def _count(records: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _write_configs(out_dir: Path, configs: list[tuple[str, str]], splits: list[str]) -> None:
-    """A minimal README whose YAML header tells `datasets` the configs and split names; `builder card`
-    writes the full dataset card over it."""
-    lines = ["---", "configs:"]
-    for name, folder in configs:
-        lines += [f"- config_name: {name}", "  data_files:"]
-        for split in splits:
-            lines += [f"  - split: {split}", f"    path: {folder}/{split}-*"]
-    lines += ["---", "", "Preference pairs built with builder. Run `builder card` for the full dataset card.", ""]
+# The published columns and their types, fixed so that every split (and every version) has one schema:
+# a column that happens to be all null in one split must not become Arrow's null type.
+FEATURES = {"prompt": "string", "chosen": "string", "rejected": "string", "prompt_id": "string", "id": "string",
+            "category": "string", "score_chosen": "float64", "score_rejected": "float64", "is_safe": "bool",
+            "meta": "string"}
+MESSAGES = ("prompt", "chosen", "rejected")  # lists of {role, content} in the conversational config
+
+
+def write_split(folder: Path, split: str, rows: list[dict], *, messages: bool = False) -> str:
+    """One split as parquet with the fixed schema. The file name carries a hash of its content, so
+    `datasets` (which identifies a local folder by its configs and file names, not by content) never
+    serves a cached copy of an earlier version."""
+    import polars as pl
+
+    dtypes = {"string": pl.String, "float64": pl.Float64, "bool": pl.Boolean}
+    message = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+    schema = {name: message if messages and name in MESSAGES else dtypes[kind] for name, kind in FEATURES.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{split}.parquet"
+    pl.DataFrame(rows, schema=schema, strict=False).write_parquet(tmp)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]
+    name = f"{split}-00000-of-00001-{digest}.parquet"
+    tmp.rename(folder / name)
+    return name
+
+
+def _write_configs(out_dir: Path, configs: list[tuple[str, str]], splits: dict[str, int]) -> None:
+    """The README header `datasets` reads: configs with their split files and the explicit features.
+    It is built with huggingface_hub's card classes; `builder card` writes the full card over it."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    def features(messages: bool) -> list[dict]:
+        listed = []
+        for name, kind in FEATURES.items():
+            if messages and name in MESSAGES:
+                listed.append({"name": name, "list": [{"name": "role", "dtype": "string"},
+                                                      {"name": "content", "dtype": "string"}]})
+            else:
+                listed.append({"name": name, "dtype": kind})
+        return listed
+
+    data = DatasetCardData(
+        configs=[{"config_name": name, "data_files": [{"split": split, "path": f"{folder}/{split}-*"} for split in splits]}
+                 for name, folder in configs],
+        dataset_info=[{"config_name": name, "features": features(name == "conversational")} for name, _ in configs],
+    )
+    card = DatasetCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n"
+                                     "Preference pairs built with builder (`builder pairs`). Load them with "
+                                     "`datasets.load_dataset(\"PATH_TO_THIS_FOLDER\")`.\n")
     with atomic_path(out_dir / "README.md") as tmp:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
+        tmp.write_text(str(card), encoding="utf-8")

@@ -40,10 +40,10 @@ def respond(records: list[dict], out: Path, *, llm, gen, system, drop_truncated:
         meta["respond"] = {"instruction_id": rec["id"], "response_id": rec.get("response_id"),
                            "model": llm.model, "backend": llm.backend, "adapter": llm.adapter,
                            "template": system.name, "template_hash": system.hash, "params": gen.as_dict(),
-                           "finish_reason": completion.finish_reason, "created_at": completion.created_at}
+                           "finish_reason": completion.finish_reason}
         kept.append({"id": record_id("preference", pair), **pair, "meta": meta})
     return write_outputs("respond", out, kept, "preference", read=records, rejects=rejects,
-                         rejects_path=rejects_path, metrics_path=metrics_path, llm=outcome.summary.as_dict())
+                         rejects_path=rejects_path, metrics_path=metrics_path, llm=outcome.summary.as_metrics())
 
 
 def _user_turn(rec: dict) -> str:
