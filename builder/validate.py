@@ -14,6 +14,7 @@ from functools import cache
 
 from builder.errors import BadInput, Problem
 from builder.records import guess_kind, kind_of, read_rows, schema, text_fields, to_record
+from builder.stages.base import Reject
 
 # Normalisation for near-duplicates and contamination: case, punctuation and spacing do not count.
 NON_WORD = r"[^\p{L}\p{N}]+"
@@ -30,9 +31,10 @@ class Limits:
 class Result:
     source: str
     kind: str
+    stage: str = "validate"  # names the stage in quarantine entries
     read: int = 0
     good: list[dict] = field(default_factory=list)
-    bad: list[dict] = field(default_factory=list)  # quarantine entries: where, problems, record or raw
+    bad: list[dict] = field(default_factory=list)  # quarantine entries: Reject.as_dict() (where, reason, record or raw)
     problems: list[Problem] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
 
@@ -116,13 +118,14 @@ def schema_problems(kind: str, rec: dict, *, columns: list[str] | None = None) -
 
 
 def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, semantic: bool = True,
-          limits: Limits = Limits(), against: list[str] = (), stamp_source: bool = False) -> Result:
+          limits: Limits = Limits(), against: list[str] = (), stamp_source: bool = False,
+          stage: str = "validate") -> Result:
     """Read ``source`` as ``kind`` and sort every row into good or bad (good + bad = read).
 
     ``semantic`` adds the checks across records; ``stamp_source`` records file:line in meta.source
     (ingest does this; validate keeps the provenance records already carry)."""
     kind = kind_of(kind)
-    result = Result(source, kind)
+    result = Result(source, kind, stage)
     records, wheres = [], []
     row_problems: dict[int, list] = {}  # only the records that have problems
     columns: list[str] | None = None
@@ -159,10 +162,12 @@ def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, sema
 
 
 def _quarantine(result: Result, where: str, problems: list[tuple[str, str, str]], *, record=None, raw=None) -> None:
-    entry = {"where": f"{result.source}:{where}",
-             "problems": [{"field": f, "message": m, "reason": c} for f, m, c in problems]}
-    entry["record" if record is not None else "raw"] = record if record is not None else raw
-    result.bad.append(entry)
+    # One Reject per row (the shape of every rejects file): the first problem gives reason and field,
+    # the detail lists them all.
+    first_field, _, first_code = problems[0]
+    detail = "; ".join(f"{f}: {m}" for f, m, _ in problems)
+    result.bad.append(Reject(result.stage, first_code, detail, record=record, where=f"{result.source}:{where}",
+                             field=first_field, raw=raw).as_dict())
     result.problems.extend(Problem(result.source, where, f, m, c) for f, m, c in problems)
 
 

@@ -28,7 +28,7 @@ def ingest(sources: list[str], kind: str, out: Path, *, mapping_pairs=(), quaran
     mapping = parse_mapping(mapping_pairs)
     good, bad, problems, per_source = [], [], [], []
     for source in sources:
-        result = check(source, kind, mapping=mapping, semantic=False, stamp_source=True)
+        result = check(source, kind, mapping=mapping, semantic=False, stamp_source=True, stage="ingest")
         good += result.good
         bad += result.bad
         problems += result.problems
