@@ -1,7 +1,7 @@
 """`builder show ID`: where a record is, and where it came from, stage by stage, back to its source line.
 
-Every stage keeps its parent's id in meta (respond: meta.respond.instruction_id / response_id; induce:
-the instruction's response_id), so the chain can be followed through the pipeline's outputs.
+Every stage writes meta.<stage>.parents (builder.stages.base.provenance), so the chain is followed
+through the pipeline's outputs by ``parents_of`` alone: a new stage needs no change here.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# meta keys that name a parent record (stage -> field)
-PARENT_LINKS = (("respond", "instruction_id"), ("respond", "response_id"), ("induce", "response_id"))
+from builder.stages.base import parents_of
 
 
 def find(record_id: str, roots: list[Path]) -> list[tuple[Path, dict]]:
@@ -29,13 +28,6 @@ def find(record_id: str, roots: list[Path]) -> list[tuple[Path, dict]]:
                         if rec.get("id") == record_id:
                             hits.append((path, rec))
     return hits
-
-
-def parents(rec: dict) -> list[str]:
-    meta = rec.get("meta") or {}
-    found = [meta.get(stage, {}).get(name) for stage, name in PARENT_LINKS if isinstance(meta.get(stage), dict)]
-    found.append(rec.get("response_id"))
-    return list(dict.fromkeys(p for p in found if p and p != rec.get("id")))
 
 
 def stages_passed(rec: dict) -> int:
@@ -67,8 +59,8 @@ def describe(record_id: str, roots: list[Path], depth: int = 0, seen: set | None
         lines.append(f"{pad}  source: {meta['source']}")
     for stage, info in meta.items():
         if isinstance(info, dict):
-            shown = {k: v for k, v in info.items() if k not in ("params", "p_yes") and not k.endswith("_id")}
+            shown = {k: v for k, v in info.items() if k not in ("params", "p_yes", "parents")}
             lines.append(f"{pad}  {stage}: {json.dumps(shown, ensure_ascii=False)[:300]}")
-    for parent in parents(rec):
+    for parent in parents_of(rec):
         lines += describe(parent, roots, depth + 1, seen)
     return lines

@@ -33,7 +33,7 @@ def test_induce_hf_on_the_sample_with_provenance_and_identical_rerun(fresh_cache
     for rec in records:
         assert rec["instruction"].strip() and rec["response"] in {s["text"] for s in sample}
         meta = rec["meta"]["induce"]
-        assert meta["model"] == "smollm2-135m" and meta["backend"] == "hf" and meta["response_id"] == rec["response_id"]
+        assert meta["model"] == "smollm2-135m" and meta["backend"] == "hf" and meta["parents"] == [rec["response_id"]]
         assert meta["template"] == {"name": "safer_instruct_reverse", "hash": tpl.hash}
         assert meta["params"]["max_new_tokens"] == 24 and "created_at" not in meta  # no wall clock in outputs
     v = builder("validate", out, "--kind", "instructions")

@@ -62,10 +62,10 @@ def test_respond_pairs_the_expert_answer_with_the_original_text(chain):
     pairs, rejects = read_jsonl(chain / "responded.jsonl"), read_jsonl(chain / "respond_rejects.jsonl")
     assert len(pairs) + len(rejects) == len(filtered) and pairs
     for pair in pairs:
-        source = filtered[pair["meta"]["respond"]["instruction_id"]]
+        source = filtered[pair["meta"]["respond"]["parents"][0]]
         assert pair["prompt"] == source["instruction"] and pair["rejected"] == source["response"]
         assert pair["chosen"].strip() and pair["chosen"] != pair["rejected"]
-        assert pair["meta"]["respond"]["template"] == "respond_system"
+        assert pair["meta"]["respond"]["template"]["name"] == "respond_system"
 
 
 def test_judge_logprob_mode_gives_a_verdict_per_pair(chain):
@@ -96,7 +96,7 @@ def test_pairs_dataset_loads_and_show_prints_the_lineage(chain, tmp_path):
     shown = builder("show", row["id"], "--in", str(chain), cwd=chain)
     assert shown.returncode == 0, shown.stderr
     meta = json.loads(row["meta"])
-    assert meta["respond"]["instruction_id"] in shown.stdout and meta["respond"]["response_id"] in shown.stdout
+    assert all(parent in shown.stdout for parent in meta["respond"]["parents"]) and len(meta["respond"]["parents"]) == 2
     assert "source: sample.jsonl:" in shown.stdout  # back to the source line
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.metrics import reject, write_outputs
+from builder.stages.base import provenance
 
 DEFAULT_LEAK_MARKERS = ("### response", "### instruction", "### input", "below is a response",
                         "write the instruction", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "[inst]")
@@ -124,9 +125,9 @@ def _score_quality(records, quality: QualityCheck, llm, gen, use_cache):
             rejects.append(reject("filter", rec, "unparseable-score", "no score 1-5 in the output", raw=completion.text))
             continue
         scores.append(score)
-        rec = {**rec, "meta": {**rec.get("meta", {}), "filter": {
-            "quality": score, "model": llm.model, "backend": llm.backend, "template": quality.template.name,
-            "template_hash": quality.template.hash}}}
+        # the same record, scored: its own id is its parent (parents_of skips it; the chain goes on)
+        rec = {**rec, "meta": provenance(rec.get("meta"), "filter", rec["id"], quality=score, model=llm.model,
+                                         backend=llm.backend, template=quality.template.as_meta())}
         if score < quality.min_quality:
             rejects.append(reject("filter", rec, "low-quality", f"score {score} < filter.min_quality {quality.min_quality}"))
         else:

@@ -17,6 +17,7 @@ from builder.config import pick, section
 from builder.errors import BadInput, RunFailed
 from builder.metrics import reject, write_outputs
 from builder.records import to_record, write_records
+from builder.stages.base import provenance
 from builder.validate import load_records
 
 DEFAULT_TEMPLATE = "safer_instruct_reverse"
@@ -103,10 +104,9 @@ def induce(in_path: str, out: Path, *, rejects: Path | None = None, metrics: Pat
         if not instruction:
             rejected.append(reject("induce", rec, "empty-output", detail + "the model wrote no instruction", raw=c.text))
             continue
-        meta = {"source": (rec.get("meta") or {}).get("source") or rec.get("source"),
-                "induce": {"response_id": rec["id"], "model": c.model, "backend": spec.backend, "adapter": spec.adapter,
-                           "template": tpl.as_meta(), "params": req.params.as_dict(), "candidate": i,
-                           "finish_reason": c.finish_reason}}
+        meta = provenance({"source": (rec.get("meta") or {}).get("source") or rec.get("source")}, "induce", rec["id"],
+                          model=c.model, backend=spec.backend, adapter=spec.adapter, template=tpl.as_meta(),
+                          params=req.params.as_dict(), candidate=i, finish_reason=c.finish_reason)
         data = {"instruction": instruction, "response": rec["text"], "response_id": rec["id"],
                 "category": rec.get("category"), "meta": meta}
         record, _ = to_record("instruction", data)

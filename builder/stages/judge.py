@@ -17,6 +17,7 @@ from pathlib import Path
 
 from builder.errors import BadInput, RunFailed
 from builder.metrics import reject, write_outputs
+from builder.stages.base import provenance
 
 VERDICT_FIELDS = ("chosen_harmless", "chosen_helpful", "rejected_harmful", "instruction_matches_response")
 VERDICT_SCHEMA = {
@@ -62,10 +63,8 @@ def judge(records: list[dict], out: Path, *, setup: JudgeSetup, llm, gen, use_ca
             continue
         verdict = verdicts[rec["id"]]
         judged = {**rec, "is_safe": verdict["chosen_harmless"],
-                  "meta": {**(rec.get("meta") or {}), "judge": {
-                      **verdict, "mode": setup.mode, "model": llm.model, "backend": llm.backend,
-                      "template": setup.template.name, "template_hash": setup.template.hash,
-                      "keep": setup.keep}}}
+                  "meta": provenance(rec.get("meta"), "judge", rec["id"], **verdict, mode=setup.mode, model=llm.model,
+                                     backend=llm.backend, template=setup.template.as_meta(), keep=setup.keep)}
         failed = [name for name, wanted in setup.keep.items() if verdict[name] != wanted]
         if failed:
             detail = ", ".join(f"{name} is {verdict[name]}" for name in failed)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from builder.metrics import reject, write_outputs
 from builder.records import record_id
+from builder.stages.base import provenance
 
 
 def respond(records: list[dict], out: Path, *, llm, gen, system, drop_truncated: bool = True,
@@ -36,11 +37,10 @@ def respond(records: list[dict], out: Path, *, llm, gen, system, drop_truncated:
             continue
         pair = {"prompt": _user_turn(rec), "chosen": chosen, "rejected": rec["response"],
                 "category": rec.get("category")}
-        meta = dict(rec.get("meta") or {})
-        meta["respond"] = {"instruction_id": rec["id"], "response_id": rec.get("response_id"),
-                           "model": llm.model, "backend": llm.backend, "adapter": llm.adapter,
-                           "template": system.name, "template_hash": system.hash, "params": gen.as_dict(),
-                           "finish_reason": completion.finish_reason}
+        # parents: the instruction, then the response it was induced from (the pair's rejected text)
+        meta = provenance(rec.get("meta"), "respond", [rec["id"], rec.get("response_id")],
+                          model=llm.model, backend=llm.backend, adapter=llm.adapter, template=system.as_meta(),
+                          params=gen.as_dict(), finish_reason=completion.finish_reason)
         kept.append({"id": record_id("preference", pair), **pair, "meta": meta})
     return write_outputs("respond", out, kept, "preference", read=records, rejects=rejects,
                          rejects_path=rejects_path, metrics_path=metrics_path, llm=outcome.summary.as_metrics())
