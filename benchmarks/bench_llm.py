@@ -23,6 +23,62 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def _busy(server) -> float:
+    stats = server.stats()
+    return stats["last_done"] - stats["first_arrival"]
+
+
+def threaded_baseline(url: str, n: int, concurrency: int) -> None:
+    """The plainest client: `concurrency` threads POSTing with urllib (what the server can take)."""
+    import json
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> None:
+        body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": f"baseline {i}"}],
+                           "max_tokens": 16}).encode()
+        req = urllib.request.Request(url + "/chat/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(n)))
+
+
+def cli_figures(server, tmp: Path, n: int, concurrency: int, latency: float) -> None:
+    """[0] THROUGH THE CLI: `builder induce --backend openai` (process start, stage, cache, all of it):
+    server-busy utilisation = ideal / busy (target >= 0.91), beside a threaded-urllib client in the same
+    run, then a warm rerun (requests reaching the server: target 0)."""
+    import json
+    import subprocess
+
+    ideal = n / concurrency * latency
+    src = tmp / "responses.jsonl"
+    src.write_text("".join(json.dumps({"text": f"benchmark response number {i}"}) + "\n" for i in range(n)))
+    args = [sys.executable, "-m", "builder", "induce", "--in", str(src), "--out", str(tmp / "instructions.jsonl"),
+            "--backend", "openai", "--base-url", server.url, "--model", "bench", "--max-new-tokens", "16",
+            "--concurrency", str(concurrency)]
+    env = {**os.environ, "BUILDER_CACHE": str(tmp / "cli-cache")}
+    server.reset(latency_s=latency)
+    threaded_baseline(server.url, n, concurrency)
+    base = _busy(server)
+    server.reset(latency_s=latency)
+    started = time.monotonic()
+    r = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    assert r.returncode == 0, r.stderr
+    busy = _busy(server)
+    print(f"[0] builder induce --backend openai (CLI), {n} prompts, concurrency {concurrency}, 200 ms latency: "
+          f"utilisation {ideal / busy:.3f} (busy {busy:.2f} s, ideal {ideal:.1f} s) [target >= 0.91]; "
+          f"threaded urllib baseline {ideal / base:.3f} (busy {base:.2f} s); CLI wall {wall:.2f} s")
+    server.reset(latency_s=latency)
+    started = time.monotonic()
+    r = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    print(f"    warm rerun through the CLI: {server.stats()['api_received']} requests reached the server "
+          f"[target 0]; wall {time.monotonic() - started:.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-local", action="store_true", help="skip the (minutes-long) local backend figure")
@@ -40,6 +96,7 @@ def main() -> None:
     try:
         n, concurrency, latency = 640, 64, 0.2
         ideal = n / concurrency * latency
+        cli_figures(server, tmp, n, concurrency, latency)
         server.reset(latency_s=latency)
         spec = LLMSpec(backend="openai", model="bench", base_urls=[server.url], concurrency=concurrency, timeout_s=30)
         requests = [Request(f"k{i}", prompt=f"benchmark prompt number {i}", params=GenParams(max_new_tokens=16))

@@ -33,3 +33,10 @@ class RunFailed(Exception):
 
 class DryRun(Exception):
     """A --dry-run stopped before sending anything: the message is the estimate (exit code 0)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `kill`, dvc's timeout): unwinds like Ctrl-C, so what is stored stays stored,
+    and exits 128 + 15 = 143."""
+
+    exit_code = 143

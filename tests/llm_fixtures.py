@@ -46,7 +46,8 @@ class _State:
     def __init__(self):
         self.config = {"latency_s": 0.0, "fault_rate": 0.0, "fault_kinds": list(FAULT_KINDS), "retry_after": "0.05",
                        "hang_s": 30.0, "always_500": "ALWAYS500", "always_400": "ALWAYS400", "seed": 1234,
-                       "batch_polls": 1, "logprobs": False, "empty_for": "EMPTYOUT", "truncate_for": "TRUNCOUT"}
+                       "batch_polls": 1, "logprobs": False, "empty_for": "EMPTYOUT", "truncate_for": "TRUNCOUT",
+                       "echo_for": "ECHOHEADERS"}
         self.reset()
 
     def reset(self):
@@ -127,10 +128,13 @@ async def _read_request(reader):
     return method, path, headers, body
 
 
-async def _handle_api(path: str, body: dict) -> tuple[str, bytes | None]:
+async def _handle_api(path: str, body: dict, headers: dict | None = None) -> tuple[str, bytes | None]:
     """('ok', response) or (fault kind, response or None for drop/hang)."""
     cfg, st = STATE.config, STATE.stats
     text = _prompt_text(body)
+    if cfg["echo_for"] and cfg["echo_for"] in text:  # a careless proxy: echoes the request's headers in its error
+        return "400", _json(400, {"error": {"message": f"bad request {path}", "headers": headers or {},
+                                            "raw": "\r\n".join(f"{k}: {v}" for k, v in (headers or {}).items())}})
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     st["by_prompt"][digest] = st["by_prompt"].get(digest, 0) + 1
     st["models"][str(body.get("model"))] = st["models"].get(str(body.get("model")), 0) + 1
@@ -262,7 +266,7 @@ async def _connection(reader, writer):
                 if STATE.config.get("trace"):
                     st.setdefault("arrivals", []).append(now)
                 try:
-                    kind, response = await _handle_api(path, json.loads(body))
+                    kind, response = await _handle_api(path, json.loads(body), headers)
                 finally:
                     st["in_flight"] -= 1
                     st["last_done"] = time.monotonic()

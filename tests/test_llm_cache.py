@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from builder.llm import GenParams, LLMSpec, Request, gen_params
+from builder.llm import GenParams, LLMSpec, Request, gen_params, run_requests
 from builder.llm.base import Completion, cache_key
 from builder.llm.cache import Cache
 from tests.conftest import builder
@@ -103,3 +103,47 @@ def test_cache_cli_stats_and_prune(fresh_cache):
     r = builder("cache", "prune", "--all", "--yes")
     assert r.returncode == 0 and "removed 4" in r.stderr
     assert Cache().stats()["completions"] == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 192 KB tmpfs: the cache's WAL fills it after a few dozen commits (root only; skipped otherwise)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a size-limited tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_disk_full_stops_sending_keeps_every_completion_and_a_rerun_pays_only_for_the_unstored(faults, small_disk):
+    import subprocess
+
+    from builder.llm.runner import RunStopped
+    from tests.llm_fixtures import reply_for
+
+    n = 600
+    faults.configure(latency_s=0.01)
+    spec = LLMSpec(backend="openai", model="fake", base_urls=[faults.url], concurrency=8)
+    requests = [Request(f"k{i}", prompt=f"disk full {i} " + "x" * 200, params=GenParams(max_new_tokens=8))
+                for i in range(n)]
+    db = small_disk / "c.sqlite"
+    with pytest.raises(RunStopped, match="cannot store completions in .*full") as stop:
+        run_requests(spec, requests, cache=db)
+    outcome = stop.value.outcome
+    paid = faults.stats()["ok"]
+    assert paid < n  # it stopped sending
+    assert len(outcome.completions) == paid  # every paid answer came back to the caller
+    assert all(c.text == reply_for(r.prompt) for r in requests if (c := outcome.completions.get(r.key)))
+    assert all("cannot store completions" in f.reason for f in outcome.failures.values())
+
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)  # free space
+    stored = sqlite3.connect(db).execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+    assert 0 < stored <= paid
+    faults.reset()
+    again = run_requests(spec, requests, cache=db)
+    assert again.summary.done == n and again.summary.cached == stored
+    assert faults.stats()["ok"] == n - stored  # only what was never stored is paid again
+    assert max(faults.stats()["ok_by_prompt"].values()) == 1

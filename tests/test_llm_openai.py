@@ -272,3 +272,83 @@ def test_sigkill_mid_run_loses_at_most_the_in_flight_requests(faults, tmp_path):
     assert out.summary.done == n and out.summary.cached == cached
     assert rerun_sent == n - cached
     assert received_before + rerun_sent <= n + lost
+
+
+def test_secrets_echoed_by_the_server_are_redacted(faults, tmp_path, monkeypatch, capfd):
+    secret = "sk-test-ECHOED-secret-91bd"
+    monkeypatch.setenv("MY_KEY", secret)
+    rejects = tmp_path / "rejects.jsonl"
+    with pytest.raises(BadInput, match="credentials") as bad:  # user info in the URL: refused, and not echoed
+        spec_for(faults.url.replace("http://", "http://alice:hunter22@"))
+    assert "hunter22" not in str(bad.value)
+    with pytest.raises(RunFailed) as failed:  # a key in the query string: the 404 names the URL, masked
+        run_requests(spec_for(faults.url + "?api-key=hunter22"), [Request("q", prompt="x", params=P)],
+                     cache=tmp_path / "c.sqlite")
+    assert "hunter22" not in str(failed.value) and "api-key=***" in str(failed.value)
+    out = run_requests(spec_for(faults.url, api_key_env="MY_KEY"), [Request("echo", prompt="ECHOHEADERS please", params=P)],
+                       cache=tmp_path / "c.sqlite", rejects_path=rejects)
+    failure = out.failures["echo"]
+    assert "authorization" in failure.raw.lower() and "***" in failure.raw  # the echo is kept, the secret is not
+    captured = capfd.readouterr()
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert secret.encode() not in data and b"hunter22" not in data, path
+    for text in (failure.reason, failure.raw, captured.err, captured.out):
+        assert secret not in text and "hunter22" not in text
+
+
+def test_redact_masks_user_info_query_keys_and_headers():
+    from builder.llm.redact import redact
+
+    text = redact('GET http://bob:pw1@h:8/v1?api-key=A1&x=1&token=T2&key=K3 {"Authorization": "Bearer B4", '
+                  '"api-key": "C5"} Authorization: Basic D6 monkey: fine', secrets=("E7secret",)) + redact(" E7secret", ("E7secret",))
+    for secret in ("pw1", "A1", "T2", "K3", "B4", "C5", "D6", "E7secret"):
+        assert secret not in text
+    assert "x=1" in text and "monkey: fine" in text and "h:8/v1" in text
+
+
+def test_refused_connection_fails_fast_with_a_clear_message(tmp_path):
+    requests = [Request(f"k{i}", prompt=f"p{i}", params=P) for i in range(64)]
+    started = time.monotonic()
+    with pytest.raises(RunFailed, match="connection refused"):
+        run_requests(spec_for(dead_url(), backoff_s=0.5, max_backoff_s=60), requests, cache=tmp_path / "c.sqlite")
+    assert time.monotonic() - started < 5
+
+
+def test_unresolvable_host_says_dns(tmp_path):
+    with pytest.raises(RunFailed, match="DNS"):
+        run_requests(spec_for("http://no-such-host.invalid:8000/v1"), [Request("a", prompt="x", params=P)],
+                     cache=tmp_path / "c.sqlite")
+
+
+def test_key_with_a_newline_and_malformed_urls_are_bad_input(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-abc\n")
+    with pytest.raises(BadInput, match="newline"):
+        run_requests(spec_for("http://127.0.0.1:1/v1", api_key_env="MY_KEY"), [Request("a", prompt="x", params=P)],
+                     cache=tmp_path / "c.sqlite")
+    for url in ("127.0.0.1:18431", "http://", "ftp://h/v1", "http://h:port/v1"):
+        with pytest.raises(BadInput, match="base-url"):
+            spec_for(url)
+
+
+def test_rpm_and_tpm_limits_pace_the_requests(faults, tmp_path):
+    faults.configure(trace=True)
+    requests = [Request(f"k{i}", prompt=f"rate {i}", params=P) for i in range(30)]
+    started = time.monotonic()
+    out = run_requests(spec_for(faults.url, max_rpm=600), requests, cache=tmp_path / "a.sqlite")  # 10 per second
+    arrivals = sorted(faults.stats()["arrivals"])
+    assert out.summary.done == 30 and len(arrivals) == 30
+    assert arrivals[-1] - arrivals[0] >= 1.8  # (30 - a burst of 10) / 10 per second
+    # the bucket's law: the k-th request arrives no earlier than (k - burst) / rate after the first
+    assert all(t - arrivals[0] >= (k - 10) / 10 - 0.05 for k, t in enumerate(arrivals))
+    # TPM: each request counts len(prompt) // 4 + max_new_tokens = 1 + 16 tokens; 1020 per minute = 1 per second
+    faults.reset(trace=True)
+    started = time.monotonic()
+    run_requests(spec_for(faults.url, max_tpm=1020), requests[:4], cache=tmp_path / "b.sqlite")
+    assert time.monotonic() - started >= 2.5  # a bucket of 17 tokens: one request now, then one a second
+    # without limits the same run is fast
+    faults.reset()
+    started = time.monotonic()
+    run_requests(spec_for(faults.url), requests, cache=tmp_path / "c.sqlite")
+    assert time.monotonic() - started < 1.5

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from builder import __version__
-from builder.errors import BadInput, DryRun, RunFailed
+from builder.errors import BadInput, DryRun, RunFailed, Terminated
 
 app = typer.Typer(
     name="builder",
@@ -57,6 +57,7 @@ def command(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _terminate_like_ctrl_c()
         try:
             return fn(*args, **kwargs)
         except BadInput as e:
@@ -68,11 +69,25 @@ def command(fn):
             raise typer.Exit(1) from None
         except DryRun as e:
             say(str(e))
-        except KeyboardInterrupt:
-            say("interrupted; rerun the same command to resume")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:
+            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            say(f"{what}; completed work is stored: rerun the same command to resume")
+            raise typer.Exit(getattr(e, "exit_code", 130)) from None
 
     return wrapper
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM raises Terminated in the main thread: the same unwinding as Ctrl-C (stop sending, flush
+    the cache, write nothing half-done), then exit 143."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 KindOpt = Annotated[str, typer.Option("--kind", "-k", help="responses|instructions|preferences|sft|eval|generation|score")]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from builder.llm.base import Backend, Completion, Failure, GenParams, Request, RunStats
+from builder.llm.redact import redact
 
 __all__ = ["LLMSpec", "Outcome", "Summary", "run_requests", "gen_params", "GenParams", "Request", "Completion",
            "Failure", "Backend", "LLM_KEYS", "GEN_KEYS"]
@@ -48,6 +49,9 @@ class LLMSpec:
     cooldown_s: float = 30.0  # longest pause of a failing base URL
     dry_run: bool = False  # count what is not cached and estimate tokens and cost, send nothing
     max_budget_usd: float | None = None  # openai: send no new request once this much was spent in the run
+    max_failed_fraction: float = 0.1  # a stage fails (exit 1) when more than this fraction of its records failed
+    max_rpm: float | None = None  # openai: requests per minute (token bucket)
+    max_tpm: float | None = None  # openai: tokens per minute (prompt characters / 4 + max_new_tokens)
 
     def __post_init__(self):
         from builder.errors import BadInput
@@ -62,6 +66,13 @@ class LLMSpec:
                 raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.max_retries < 0:
             raise BadInput(f"max_retries must be >= 0, got {self.max_retries}")
+        if not 0 <= float(self.max_failed_fraction) <= 1:
+            raise BadInput(f"llm.max_failed_fraction must be between 0 and 1, got {self.max_failed_fraction}")
+        for name in ("max_rpm", "max_tpm"):
+            if getattr(self, name) is not None and float(getattr(self, name)) <= 0:
+                raise BadInput(f"llm.{name} must be positive (or null for no limit), got {getattr(self, name)}")
+        for url in self.base_urls:
+            check_base_url(url)
 
     @classmethod
     def from_params(cls, section: dict, defaults: dict | None = None, **cli_overrides) -> LLMSpec:
@@ -81,6 +92,26 @@ class LLMSpec:
                 merged[key] = value
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in merged.items() if k in names})
+
+
+def check_base_url(url: str) -> None:
+    """A base URL must be http(s)://HOST[:PORT][/PATH]: a missing scheme or a bad port would otherwise
+    surface as a connection error per request, after retries."""
+    from urllib.parse import urlsplit
+
+    from builder.errors import BadInput
+
+    fix = "give it as http://HOST:PORT/v1 (e.g. --base-url http://127.0.0.1:8000/v1)"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadInput(f"--base-url {redact(url)!r} is not an http(s) URL: {fix}")
+    if parts.username or parts.password:  # the client cannot send both these and the API key's header
+        raise BadInput(f"--base-url {redact(url)!r} carries credentials: drop them from the URL and put the key in "
+                       "the variable named by llm.api_key_env (OPENAI_API_KEY by default)")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in 0..65535
+    except ValueError:
+        raise BadInput(f"--base-url {redact(url)!r} has a bad port: {fix}") from None
 
 
 LLM_KEYS = tuple(f.name for f in fields(LLMSpec)) + ("base_url",)

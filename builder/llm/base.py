@@ -109,6 +109,7 @@ class RunStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     notes: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why the backend stopped sending early (budget reached, ...): the unsent items' reason
 
 
 @runtime_checkable
@@ -116,13 +117,14 @@ class Backend(Protocol):
     """A way to run requests. ``identity`` goes into every cache key (backend kind, model, adapter and
     whatever else changes outputs); ``run`` calls ``emit(cache_key, result)`` for each request as soon
     as its result is known (so the cache is written as completions arrive) and must emit exactly one
-    result per item."""
+    result per item, or set ``stats.stopped`` to say why it stopped early. ``store`` is the run's Cache
+    (the Batch API keeps its batch ids there)."""
 
     kind: str
 
     def identity(self) -> dict: ...
 
-    def run(self, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats) -> None: ...
+    def run(self, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats, store=None) -> None: ...
 
     def close(self) -> None: ...
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from builder.errors import RunFailed
 from builder.llm.base import Emit, Failure, Request, RunStats
-from builder.llm.openai import BATCH_DISCOUNT, BATCH_LIMIT, Retryable, input_hash
+from builder.llm.openai import BATCH_LIMIT, Retryable, input_hash
+from builder.llm.pricing import BATCH_DISCOUNT
 
 FINAL = {"completed", "failed", "expired", "cancelled"}
 
@@ -24,15 +25,14 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_batch(backend, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats) -> None:
-    import openai
-
+def run_batch(backend, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats, store=None) -> None:
     from builder.llm.cache import Cache
     from builder.llm.models import cache_dir
 
-    store = getattr(backend, "store", None) or Cache()
+    own_store = store is None
+    store = store or Cache()  # batch ids are kept beside the completions
     url = backend.base_urls[0]
-    client = openai.OpenAI(base_url=url, api_key=backend._key, max_retries=5, timeout=backend.spec.timeout_s)
+    client = backend.sync_client(url, max_retries=5)
     try:
         by_path: dict[str, list] = {}  # one batch file serves one endpoint
         for ck, r in items:
@@ -87,7 +87,7 @@ def run_batch(backend, items: Sequence[tuple[str, Request]], emit: Emit, stats: 
                     emit(ck, Failure(r.key, f"batch {batch_id} ended {batch.status} without a result for this request"))
     finally:
         client.close()
-        if getattr(backend, "store", None) is None:
+        if own_store:
             store.close()
 
 

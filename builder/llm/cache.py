@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS batches (
 """
 
 
+class CacheWriteFailed(Exception):
+    """A completion could not be stored (disk full, read-only, ...): nothing more may be sent, since
+    every further answer would be paid for and then forgotten."""
+
+
 def default_path() -> Path:
     return cache_dir() / "completions.sqlite"
 
@@ -92,6 +97,8 @@ class Cache:
         self._write([self._row(key, backend, completion)], replace_old)
 
     def _write(self, rows: list[tuple], replace_old: bool) -> None:
+        if self._error is not None:  # after a failed write nothing is trusted to land: fail every later one too
+            raise sqlite3.OperationalError(str(self._error))
         with self._lock:
             self.db.executemany(
                 f"INSERT OR {'REPLACE' if replace_old else 'IGNORE'} INTO completions VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
@@ -133,22 +140,40 @@ class Cache:
                     continue
                 try:
                     self._write([row for row, _ in chosen], replace_old)
-                except sqlite3.Error as e:  # reported by flush(); completions are never dropped silently
-                    self._error = e
+                except sqlite3.Error as e:  # the caller stops sending; the completions stay in its memory
+                    self._error = self._error or CacheWriteFailed(self._describe(e))
                 for _, committed in chosen:
-                    committed.set_result(None)
+                    if self._error is None:
+                        committed.set_result(None)
+                    else:
+                        committed.set_exception(self._error)
             if stop:
                 return
 
+    @property
+    def failed(self) -> CacheWriteFailed | None:
+        """The first failed write of this connection, if any (then stop sending)."""
+        return self._error
+
+    def _describe(self, error: sqlite3.Error) -> str:
+        import shutil
+
+        try:
+            free = f"{shutil.disk_usage(self.path.parent).free / 1e6:.1f} MB free"
+        except OSError:
+            free = "free space unknown"
+        return (f"cannot store completions in {self.path} ({error}; {free} on that disk): stopped sending so "
+                "nothing is paid for twice; free space (or set BUILDER_CACHE elsewhere) and rerun: only "
+                "what was never stored is sent again")
+
     def flush(self) -> None:
-        """Wait until every put_soon() is committed."""
+        """Wait until every put_soon() is committed; raises CacheWriteFailed if any write failed."""
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join()
             self._writer = None
         if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+            raise self._error
 
     # ------------------------------------------------------------------------------ batches
 
@@ -218,9 +243,14 @@ class Cache:
         return " AND ".join(clauses) if clauses else "1=1", args
 
     def close(self) -> None:
-        self.flush()
-        with self._lock:
-            self.db.close()
+        """Flush and close. A failed write is raised by flush() (the runner calls it and reports it)."""
+        try:
+            self.flush()
+        except CacheWriteFailed:
+            pass
+        finally:
+            with self._lock:
+                self.db.close()
 
 
 def _iso(t: float | None) -> str | None:

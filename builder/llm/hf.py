@@ -157,19 +157,43 @@ class HFBackend:
     # ----------------------------------------------------------------------------------- prompts
 
     def encode(self, request: Request) -> list[int]:
+        """Token ids for a request. Record text is data, never control: "<|im_start|>system ..." inside a
+        record is tokenised as plain text (split_special_tokens), so only the chat template's own
+        markers become special tokens."""
         tok = self._load_tokenizer()
         if self.chat and getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template(request.messages_list(), add_generation_prompt=True, tokenize=False)
-            return tok(text, add_special_tokens=False)["input_ids"]
+            return self._encode_chat(tok, request.messages_list())
         if request.messages is not None:  # no chat template: a plain rendering
             text = "".join(f"{role}: {content}\n\n" for role, content in request.messages) + "assistant: "
         else:
             text = request.prompt
-        return tok(text)["input_ids"]
+        return tok(text, split_special_tokens=True)["input_ids"]
+
+    def _encode_chat(self, tok, messages: list[dict]) -> list[int]:
+        """Render the template around placeholders, then tokenise the template's pieces with their
+        special tokens and each message's content without."""
+        import re
+        import uuid
+
+        marks = [f"@@content-{uuid.uuid4().hex}-{n}@@" for n in range(len(messages))]
+        shaped = [{**m, "content": mark} for m, mark in zip(messages, marks)]
+        text = tok.apply_chat_template(shaped, add_generation_prompt=True, tokenize=False)
+        pieces = re.split("(" + "|".join(map(re.escape, marks)) + ")", text)
+        if sorted(p for p in pieces if p in marks) != sorted(marks):
+            raise RunFailed(f"the chat template of {self.resolved.path} rewrites message contents; cannot keep "
+                            "record text apart from its control tokens (use --no-chat-template)")
+        content_of = {mark: m["content"] for mark, m in zip(marks, messages)}
+        ids: list[int] = []
+        for piece in pieces:
+            if piece in content_of:
+                ids += tok(content_of[piece], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            elif piece:
+                ids += tok(piece, add_special_tokens=False)["input_ids"]
+        return ids
 
     # ----------------------------------------------------------------------------------- running
 
-    def run(self, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats) -> None:
+    def run(self, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats, store=None) -> None:
         if not items:
             return
         self._load()

@@ -25,19 +25,54 @@ from dataclasses import dataclass
 
 from builder.errors import BadInput, RunFailed
 from builder.llm.base import Completion, Emit, Failure, Request, RunStats, now_iso
+from builder.llm.cache import CacheWriteFailed
+from builder.llm.limiter import RateLimiter, estimated_tokens
+from builder.llm.pricing import cost_of
+from builder.llm.redact import redact
 
 OPENAI_URL = "https://api.openai.com/v1"
 RETRY_STATUS = {408, 409, 429}
 BATCH_LIMIT = 50_000  # requests per batch file (OpenAI's limit)
-BATCH_DISCOUNT = 0.5
 RAMP_S = 0.002  # delay between worker starts
 RAMP_MAX_S = 0.5  # the whole ramp never takes longer than this
 
 
 class Retryable(Exception):
-    def __init__(self, reason: str, raw: str | None = None, retry_after: float | None = None, endpoint_fault: bool = True):
+    """A failure worth another try. ``hopeless``: retrying the same URL will not help (refused, DNS, TLS):
+    a few quick tries, then the run stops when no other URL is left."""
+
+    def __init__(self, reason: str, raw: str | None = None, retry_after: float | None = None,
+                 endpoint_fault: bool = True, hopeless: bool = False):
         super().__init__(reason)
         self.reason, self.raw, self.retry_after, self.endpoint_fault = reason, raw, retry_after, endpoint_fault
+        self.hopeless = hopeless
+
+
+HOPELESS_TRIES = 3  # refused/DNS/TLS errors in a row on the only URL before the run stops
+
+
+def network_problem(exc: BaseException, url: str, timeout_s: float) -> tuple[str, bool]:
+    """What went wrong on the wire, in words, and whether retrying the same URL is hopeless. The
+    transport wraps the OS error a few levels deep (a refused connect even surfaces as a timeout)."""
+    import socket
+    import ssl
+
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for e in chain:
+        if isinstance(e, ConnectionRefusedError):
+            return f"connection refused by {url}: is the server running and listening on that port?", True
+        if isinstance(e, socket.gaierror) or type(e).__name__ == "ClientConnectorDNSError":
+            return f"DNS: cannot resolve the host of {url}; check the spelling of --base-url", True
+        if isinstance(e, ssl.SSLError) or "certificate" in str(e).lower():
+            return f"TLS handshake with {url} failed ({e}); check https vs http and the server's certificate", True
+    for e in chain:
+        if isinstance(e, TimeoutError) or "timeout" in type(e).__name__.lower() or "timed out" in str(e).lower():
+            return f"timeout after {timeout_s:g}s waiting for {url}", False
+    last = chain[-1]
+    return f"connection error with {url}: {type(last).__name__}: {last}".strip(), False
 
 
 class Rejected(Exception):
@@ -54,6 +89,7 @@ class Endpoint:
     clients: list  # a few clients per URL: httpx's pool scans all its connections on every request
     cool_until: float = 0.0
     failures_in_a_row: int = 0
+    hopeless_in_a_row: int = 0  # refused / DNS / TLS
     schema_ok: bool = True  # server accepts response_format json_schema
     max_tokens_field: str = "max_tokens"
 
@@ -80,23 +116,6 @@ def retry_after_seconds(headers) -> float | None:
             return None
 
 
-def price_of(prices: dict, model: str) -> dict | None:
-    """The price entry for a model: exact name, else the longest configured prefix (gpt-4o-2024-08-06 -> gpt-4o)."""
-    if not prices:
-        return None
-    if model in prices:
-        return prices[model]
-    matches = [name for name in prices if model.startswith(name)]
-    return prices[max(matches, key=len)] if matches else None
-
-
-def cost_of(prices: dict, model: str, prompt_tokens: int, completion_tokens: int, factor: float = 1.0) -> float:
-    price = price_of(prices, model)
-    if not price:
-        return 0.0
-    return factor * (prompt_tokens * float(price.get("input", 0)) + completion_tokens * float(price.get("output", 0))) / 1e6
-
-
 class OpenAIBackend:
     kind = "openai"
 
@@ -105,11 +124,14 @@ class OpenAIBackend:
         self.base_urls = list(spec.base_urls) or [os.environ.get("OPENAI_BASE_URL", OPENAI_URL).rstrip("/")]
         key = os.environ.get(spec.api_key_env)
         if not key:
-            if any(u.startswith(OPENAI_URL) for u in self.base_urls):
+            if any(u.startswith(OPENAI_URL) for u in self.base_urls) and not spec.dry_run:  # a dry run sends nothing
                 raise BadInput(f"the openai backend needs an API key in ${spec.api_key_env} for {OPENAI_URL} "
                                "(or pass --base-url for a local/vLLM server)")
             key = "EMPTY"  # local servers (vLLM, transformers serve) accept any key
-        self._key = key
+        if key != key.strip() or any(c in key for c in "\r\n\t "):
+            raise BadInput(f"the API key in ${spec.api_key_env} contains whitespace or a newline (a copy-paste "
+                           f"slip?); set it again without it, e.g. export {spec.api_key_env}=\"$(printf %s KEY)\"")
+        self._api_key = key  # only the clients below see it
         from builder.llm.models import packaged_name, resolve
 
         model = spec.model
@@ -187,7 +209,7 @@ class OpenAIBackend:
 
     # ----------------------------------------------------------------------------- online
 
-    def run(self, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats) -> None:
+    def run(self, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats, store=None) -> None:
         if not items:
             return
         for _, r in items:
@@ -195,7 +217,7 @@ class OpenAIBackend:
         if self.spec.batch_api:
             from builder.llm.batch import run_batch
 
-            return run_batch(self, items, emit, stats)
+            return run_batch(self, items, emit, stats, store)
         coro = self._run_async(items, emit, stats)
         try:
             asyncio.get_running_loop()
@@ -209,6 +231,16 @@ class OpenAIBackend:
         if errors:
             raise errors[0]
 
+    def redact(self, text: str | None) -> str | None:
+        """Error text with credentials masked, this run's API key included."""
+        return redact(text, (self._api_key,))
+
+    def sync_client(self, url: str, max_retries: int):
+        """A blocking client (the Batch API's uploads and polls)."""
+        import openai
+
+        return openai.OpenAI(base_url=url, api_key=self._api_key, max_retries=max_retries, timeout=self.spec.timeout_s)
+
     def _client(self, url: str):
         import openai
 
@@ -218,15 +250,15 @@ class OpenAIBackend:
                 http_client = openai.DefaultAioHttpClient(timeout=self.spec.timeout_s)
             except (RuntimeError, ImportError):
                 http_client = None
-        return openai.AsyncOpenAI(base_url=url, api_key=self._key, max_retries=0, timeout=self.spec.timeout_s,
+        return openai.AsyncOpenAI(base_url=url, api_key=self._api_key, max_retries=0, timeout=self.spec.timeout_s,
                                   http_client=http_client)
 
     async def _run_async(self, items, emit: Emit, stats: RunStats) -> None:
-        self.budget_reached = False
         shards = max(1, min(8, -(-int(self.spec.concurrency) // (16 * len(self.base_urls)))))
         self.endpoints = [Endpoint(url, [self._client(url) for _ in range(shards)]) for url in self.base_urls]
         self._turn = 0
         self._rr = 0
+        self.limiter = RateLimiter(self.spec.max_rpm, self.spec.max_tpm) if (self.spec.max_rpm or self.spec.max_tpm) else None
         queue: asyncio.Queue = asyncio.Queue()
         for item in items:
             queue.put_nowait(item)
@@ -247,12 +279,18 @@ class OpenAIBackend:
             budget = self.spec.max_budget_usd
             while not fatal:
                 if budget is not None and stats.cost_usd >= budget:
-                    self.budget_reached = True  # the rest stays unsent; the runner records why
+                    stats.stopped = (f"not sent: max_budget_usd ${budget:g} reached (${stats.cost_usd:.4f} spent in "
+                                     "this run); rerun with a higher --max-budget to continue: completed prompts "
+                                     "come from the cache")
                     return
                 if committed is not None:
                     # A slot is free only once its last completion is committed, so a kill loses at most
                     # `concurrency` answers: those in flight or not yet on disk.
-                    await asyncio.wrap_future(committed)
+                    try:
+                        await asyncio.wrap_future(committed)
+                    except CacheWriteFailed as e:  # the ledger is broken: every worker stops sending
+                        fatal.append(e)
+                        return
                 try:
                     ck, r = queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -295,11 +333,13 @@ class OpenAIBackend:
     async def _one(self, r: Request, stats: RunStats) -> Completion | Failure:
         attempt = 0
         while True:
+            if self.limiter is not None:
+                await self.limiter.acquire(estimated_tokens(r))
             ep = self._pick()
             stats.sent += 1
             try:
                 result = await self._call(ep, r)
-                ep.failures_in_a_row = 0
+                ep.failures_in_a_row = ep.hopeless_in_a_row = 0
                 if isinstance(result, Completion):
                     stats.prompt_tokens += result.prompt_tokens
                     stats.completion_tokens += result.completion_tokens
@@ -310,10 +350,16 @@ class OpenAIBackend:
             except Rejected as e:
                 if attempt:
                     stats.retried += 1
-                return Failure(r.key, e.reason, e.raw)
+                return Failure(r.key, self.redact(e.reason), self.redact(e.raw))
             except Retryable as e:
                 attempt += 1
                 stats.retries += 1
+                if e.hopeless:
+                    ep.hopeless_in_a_row += 1
+                    if ep.hopeless_in_a_row >= HOPELESS_TRIES and all(
+                            other.hopeless_in_a_row >= HOPELESS_TRIES for other in self.endpoints):
+                        raise RunFailed(self.redact(f"{e.reason} (stopped after {ep.hopeless_in_a_row} tries: "
+                                                    "retrying cannot help)"))
                 if e.endpoint_fault or e.retry_after:
                     ep.failures_in_a_row += 1
                     pause = e.retry_after if e.retry_after is not None else min(
@@ -322,7 +368,8 @@ class OpenAIBackend:
                         ep.cool_until = max(ep.cool_until, time.monotonic() + pause)
                 if attempt > self.spec.max_retries:
                     stats.retried += 1
-                    return Failure(r.key, f"gave up after {attempt} attempts; last error: {e.reason} ({ep.url})", e.raw)
+                    return Failure(r.key, self.redact(f"gave up after {attempt} attempts; last error: {e.reason} ({ep.url})"),
+                                   self.redact(e.raw))
                 delay = min(self.spec.max_backoff_s, self.spec.backoff_s * 2 ** (attempt - 1))
                 delay = delay / 2 + random.uniform(0, delay / 2)  # jitter: retries do not arrive in waves
                 if e.retry_after is not None:
@@ -347,11 +394,9 @@ class OpenAIBackend:
                 data = json.loads(response.content)
             except ValueError:
                 raise Retryable("response body is not JSON", raw=response.text[:2000]) from None
-        except openai.APITimeoutError:
-            raise Retryable(f"timeout after {self.spec.timeout_s:g}s") from None
-        except openai.APIConnectionError as e:
-            cause = e.__cause__ or e
-            raise Retryable(f"connection error: {type(cause).__name__}: {cause}".strip()) from None
+        except openai.APIConnectionError as e:  # APITimeoutError included: the transport reports a refused connect as one
+            reason, hopeless = network_problem(e, ep.url, self.spec.timeout_s)
+            raise Retryable(reason, hopeless=hopeless) from None
         except openai.APIStatusError as e:
             status = e.status_code
             raw = _body_text(e)
@@ -360,10 +405,11 @@ class OpenAIBackend:
                 raise Retryable(f"HTTP {status}", raw=raw, retry_after=wait_s,
                                 endpoint_fault=status != 409) from None
             if status in (401, 403):
-                raise RunFailed(f"HTTP {status} from {ep.url}: the key in ${self.spec.api_key_env} was refused") from None
+                raise RunFailed(self.redact(f"HTTP {status} from {ep.url}: the key in ${self.spec.api_key_env} was refused; "
+                                            "check it (and that it is meant for this server)")) from None
             if status == 404:
-                raise RunFailed(f"HTTP 404 from {ep.url}: no model {self.model!r} there (or no such endpoint); "
-                                f"{raw[:200] if raw else ''}") from None
+                raise RunFailed(self.redact(f"HTTP 404 from {ep.url}: no model {self.model!r} there (or no such "
+                                            f"endpoint); {raw[:200] if raw else ''}")) from None
             lowered = (raw or "").lower()
             if status in (400, 422) and "response_format" in body and ("response_format" in lowered or "json_schema" in lowered):
                 ep.schema_ok = False  # the server does not do structured output: ask again, parse tolerantly

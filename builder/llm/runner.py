@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from builder.errors import DryRun
+from builder.errors import DryRun, RunFailed
 from builder.llm.base import Completion, Failure, Request, RunStats, cache_key
 
 
@@ -41,7 +41,7 @@ def _postprocess(request: Request, completion: Completion) -> Completion | Failu
 def _estimate(spec, identity: dict, todo, total: int, cached: int, desc: str) -> str:
     """What a run would send: requests not in the cache, tokens (prompt ~ 4 characters per token;
     completion at most max_new_tokens) and, with a price table, the most it could cost."""
-    from builder.llm.openai import cost_of
+    from builder.llm.pricing import cost_of
 
     prompt_chars = sum(len(r.prompt or "") + sum(len(c) for _, c in (r.messages or ())) for _, r in todo)
     prompt_tokens = prompt_chars // 4
@@ -59,7 +59,7 @@ def _estimate(spec, identity: dict, todo, total: int, cached: int, desc: str) ->
 
 def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_path=None, cache=None, backend=None):
     from builder.llm import Outcome, Summary
-    from builder.llm.cache import Cache
+    from builder.llm.cache import Cache, CacheWriteFailed
 
     started = time.monotonic()
     seen = set()
@@ -107,21 +107,25 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
             bar.update(len(by_ck[ck]))
             if identity["backend"] == "openai" or stats.retries or failures:
                 bar.set_postfix_str(f"${stats.cost_usd:.4f} retries={stats.retries} failed={len(failures)}", refresh=False)
+            if store.failed is not None:  # this result is settled in memory; stop paying for more
+                raise store.failed
             return committed
 
         pending_done: set[str] = set()
-        backend.store = store  # the Batch API keeps its batch ids beside the completions
+        stopped = None  # why the run stopped early (a fatal backend error, the cache cannot be written)
         try:
             if todo:
-                backend.run(todo, emit, stats)
+                backend.run(todo, emit, stats, store)
+        except (RunFailed, CacheWriteFailed) as e:  # what arrived before the stop is settled: keep it
+            stopped = str(e)
         finally:
             bar.close()
             backend.close()
-            store.flush()
-        unsent = "no result from the backend (interrupted?)"
-        if getattr(backend, "budget_reached", False):
-            unsent = (f"not sent: max_budget_usd ${spec.max_budget_usd:g} reached (${stats.cost_usd:.4f} spent in this "
-                      "run); rerun with a higher --max-budget to continue: completed prompts come from the cache")
+            try:
+                store.flush()
+            except CacheWriteFailed as e:  # never masks an exception already on its way (Ctrl-C, SIGTERM)
+                stopped = stopped or str(e)
+        unsent = stopped or stats.stopped or "no result from the backend (interrupted?)"
         for ck, r in todo:
             if ck not in pending_done:  # a backend must emit once per item; never leave a record unaccounted for
                 for rr in by_ck[ck]:
@@ -141,7 +145,19 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
     if rejects_path is not None:
         write_rejects(rejects_path, [r for r in requests if r.key in failures], failures)
     assert len(completions) + len(failures) == len(requests)
-    return Outcome(completions, failures, summary)
+    outcome = Outcome(completions, failures, summary)
+    if stopped:
+        raise RunStopped(stopped, outcome)
+    return outcome
+
+
+class RunStopped(RunFailed):
+    """The run stopped early (exit 1), but every request is settled: ``outcome`` holds the completions
+    that arrived (write them out) and the rest as failures whose reason is why the run stopped."""
+
+    def __init__(self, message: str, outcome):
+        super().__init__(message)
+        self.outcome = outcome
 
 
 def _progress_bar(desc: str, total: int, initial: int):

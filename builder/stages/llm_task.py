@@ -42,8 +42,11 @@ class TaskRun:
 
 
 def run_task(task: LLMTask, records: list[dict], llm, *, use_cache: bool = True,
-             max_failed_fraction: float = 0.1) -> TaskRun:
-    """Every record ends kept or rejected with a reason; none is lost. ``llm`` is an LLMSpec."""
+             max_failed_fraction: float | None = None) -> TaskRun:
+    """Every record ends kept or rejected with a reason; none is lost. ``llm`` is an LLMSpec (its
+    ``max_failed_fraction`` unless one is given here)."""
+    if max_failed_fraction is None:
+        max_failed_fraction = llm.max_failed_fraction
     from builder.llm import run_requests
 
     per_record: list[tuple[dict, list]] = []
@@ -58,7 +61,13 @@ def run_task(task: LLMTask, records: list[dict], llm, *, use_cache: bool = True,
             seen_keys.add(req.key)
         per_record.append((rec, reqs))
         requests += reqs
-    outcome = run_requests(llm, requests, use_cache=use_cache, desc=task.stage)
+    from builder.llm.runner import RunStopped
+
+    stopped = None
+    try:
+        outcome = run_requests(llm, requests, use_cache=use_cache, desc=task.stage)
+    except RunStopped as e:  # what arrived is kept (output or rejects); the stage still fails
+        outcome, stopped = e.outcome, str(e)
 
     kept, rejects, failed = [], [], 0
     for rec, reqs in per_record:
@@ -78,7 +87,10 @@ def run_task(task: LLMTask, records: list[dict], llm, *, use_cache: bool = True,
     result = StageResult(task.stage, read=len(records), kept=kept, rejects=rejects,
                          extra={"llm": _deterministic(outcome.summary)})
     result.notes.append(f"llm ({llm.backend}, {llm.model}): {outcome.summary}")
-    if records and failed == len(records):
+    if stopped:
+        result.exit_code = 1
+        result.notes.append(f"error: {stopped}")
+    elif records and failed == len(records):
         result.exit_code = 1
         result.notes.append(f"error: every LLM call failed; first reason: {rejects[0].detail}")
     elif records and failed / len(records) > max_failed_fraction:
