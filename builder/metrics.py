@@ -8,14 +8,13 @@ from collections import Counter
 from pathlib import Path
 
 from builder.records import atomic_path, write_records
+from builder.stages.base import Reject
 
 
 def reject(stage: str, record: dict, reason: str, detail: str = "", raw: str | None = None) -> dict:
-    """One rejects-file line: enough to see why a record was dropped and to recover it."""
-    entry = {"id": record.get("id"), "stage": stage, "reason": reason, "detail": detail, "record": record}
-    if raw is not None:
-        entry["raw"] = raw
-    return entry
+    """One rejects-file line: enough to see why a record was dropped and to recover it (the one
+    shape, ``builder.stages.base.Reject``)."""
+    return Reject(stage, reason, detail, record=record, raw=raw).as_dict()
 
 
 def by_category(records: list[dict]) -> dict[str, int]:

@@ -683,26 +683,6 @@ def _write_csv(tmp: Path, records: list[dict], kind: str | None) -> None:
                              for k, v in r.items()})
 
 
-def load_records(path: str, kind: str,
-                 fix: str = "check --in (each stage reads the previous stage's output)") -> list[dict]:
-    """Records for a stage to work on: every row must parse and carry its kind's fields, else exit 2
-    naming each problem (stages read validated outputs; this is the guard, not the validator).
-    ``fix`` tells a user who gave a file of another kind what to do, naming the option that gave it."""
-    from builder.validate import check
-
-    result = check(path, kind, semantic=False)
-    if result.problems:
-        try:
-            found = guess_kind(path)
-        except BadInput:
-            found = kind
-        if found != kind:
-            raise BadInput(f"{path} holds {found} records, but this step needs {kind} records; {fix}")
-        raise BadInput(f"{path}: {len(result.problems)} bad records; run `builder validate {path} --kind {kind}` "
-                       "to see and quarantine them", result.problems)
-    return result.good
-
-
 # Checked in this order: the first kind whose required fields (or their aliases) a row has.
 _GUESS_ORDER = ("score", "generation", "preference", "eval", "instruction", "sft", "response")
 

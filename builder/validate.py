@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from builder.errors import BadInput, Problem
-from builder.records import kind_of, read_rows, schema, text_fields, to_record
+from builder.records import guess_kind, kind_of, read_rows, schema, text_fields, to_record
+from builder.stages.base import Reject
 
 # Normalisation for near-duplicates and contamination: case, punctuation and spacing do not count.
 NON_WORD = r"[^\p{L}\p{N}]+"
@@ -32,9 +33,10 @@ class Limits:
 class Result:
     source: str
     kind: str
+    stage: str = "validate"  # names the stage in quarantine entries
     read: int = 0
     good: list[dict] = field(default_factory=list)
-    bad: list[dict] = field(default_factory=list)  # quarantine entries: where, problems, record or raw
+    bad: list[dict] = field(default_factory=list)  # quarantine entries: Reject.as_dict() (where, reason, record or raw)
     problems: list[Problem] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
 
@@ -120,19 +122,20 @@ CHUNK = 50_000  # records held at once: memory stays flat whatever the file size
 
 
 def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, semantic: bool = True,
-          limits: Limits = Limits(), against: list[str] = (), stamp_source: bool = False) -> Result:
+          limits: Limits = Limits(), against: list[str] = (), stamp_source: bool = False,
+          stage: str = "validate") -> Result:
     """Read ``source`` as ``kind`` and sort every row into good or bad (good + bad = read), all in
     memory. ``check_chunks`` is the same, a chunk at a time, for callers that stream."""
     result = None
     for result in check_chunks(source, kind, mapping=mapping, semantic=semantic, limits=limits,
-                               against=against, stamp_source=stamp_source, keep=True):
+                               against=against, stamp_source=stamp_source, keep=True, stage=stage):
         pass
     return result
 
 
 def check_chunks(source: str, kind: str, *, mapping: dict[str, str] | None = None, semantic: bool = True,
                  limits: Limits = Limits(), against: list[str] = (), stamp_source: bool = False,
-                 keep: bool = False) -> Iterator[Result]:
+                 keep: bool = False, stage: str = "validate") -> Iterator[Result]:
     """Yield one Result per chunk of rows (its good and bad records; the last one also carries the
     stats of the whole file). Across chunks only 64-bit hashes of ids and near-duplicate keys are
     kept, so memory does not grow with the file. ``keep`` accumulates everything in one Result.
@@ -140,7 +143,7 @@ def check_chunks(source: str, kind: str, *, mapping: dict[str, str] | None = Non
     ``semantic`` adds the checks across records; ``stamp_source`` records file:line in meta.source
     (ingest does this; validate keeps the provenance records already carry)."""
     kind = kind_of(kind)
-    total = Result(source, kind)
+    total = Result(source, kind, stage)
     tally = _Tally(kind)
     seen = _SeenSoFar() if semantic else None
     evals = eval_prompts(against) if semantic and against else None
@@ -149,7 +152,7 @@ def check_chunks(source: str, kind: str, *, mapping: dict[str, str] | None = Non
 
     rows = progress(read_rows(source), f"reading {source}")
     while True:
-        chunk = Result(source, kind)
+        chunk = Result(source, kind, stage)
         records, wheres, row_problems = [], [], {}
         for row in itertools.islice(rows, CHUNK):
             chunk.read += 1
@@ -195,10 +198,12 @@ def check_chunks(source: str, kind: str, *, mapping: dict[str, str] | None = Non
 
 
 def _quarantine(result: Result, where: str, problems: list[tuple[str, str, str]], *, record=None, raw=None) -> None:
-    entry = {"where": f"{result.source}:{where}",
-             "problems": [{"field": f, "message": m, "reason": c} for f, m, c in problems]}
-    entry["record" if record is not None else "raw"] = record if record is not None else raw
-    result.bad.append(entry)
+    # One Reject per row (the shape of every rejects file): the first problem gives reason and field,
+    # the detail lists them all.
+    first_field, _, first_code = problems[0]
+    detail = "; ".join(f"{f}: {m}" for f, m, _ in problems)
+    result.bad.append(Reject(result.stage, first_code, detail, record=record, where=f"{result.source}:{where}",
+                             field=first_field, raw=raw).as_dict())
     result.problems.extend(Problem(result.source, where, f, m, c) for f, m, c in problems)
 
 
@@ -407,3 +412,21 @@ def _quantiles(histogram) -> dict[str, int]:
     n = int(cumulative[-1])
     at = lambda q: int(np.searchsorted(cumulative, round(q * (n - 1)) + 1))
     return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": int(np.flatnonzero(histogram)[-1])}
+
+
+def load_records(path: str, kind: str,
+                 fix: str = "check --in (each stage reads the previous stage's output)") -> list[dict]:
+    """Records for a stage to work on: every row must parse and carry its kind's fields, else exit 2
+    naming each problem (stages read validated outputs; this is the guard, not the validator).
+    ``fix`` tells a user who gave a file of another kind what to do, naming the option that gave it."""
+    result = check(path, kind, semantic=False)
+    if result.problems:
+        try:
+            found = guess_kind(path)
+        except BadInput:
+            found = kind
+        if found != kind:
+            raise BadInput(f"{path} holds {found} records, but this step needs {kind} records; {fix}")
+        raise BadInput(f"{path}: {len(result.problems)} bad records; run `builder validate {path} --kind {kind}` "
+                       "to see and quarantine them", result.problems)
+    return result.good

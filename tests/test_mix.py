@@ -155,7 +155,8 @@ def test_general_items_duplicating_a_safety_example_are_removed_and_counted(tmp_
     assert load(out) == general  # both removed, the rest in its order
     rep, man = load(report), load(manifest)
     assert rep["general"] == {"read": 152, "kept": 150, "removed_duplicate": 2, "removed_contaminated": 0}
-    assert [e["reason"] for e in man["general"]["removed"]] == [
+    assert [e["reason"] for e in man["general"]["removed"]] == ["duplicate", "duplicate"]
+    assert [e["detail"] for e in man["general"]["removed"]] == [
         f"duplicate of safety {record_id('sft', safety[3])}", f"duplicate of safety {record_id('sft', safety[10])}"]
 
 
@@ -174,8 +175,9 @@ def test_eval_leaks_are_never_drawn_nor_kept_and_are_counted(tmp_path):
     assert triple(leaking_general) not in {triple(r) for r in records}
     assert rep["safety"]["excluded_contaminated"] == 1 and rep["safety"]["usable"] == 59
     assert rep["general"]["removed_contaminated"] == 1 and len(records) == 149 + 59
-    assert man["safety"]["excluded"] == [{"id": record_id("sft", leaking_safety),
-                                          "reason": f"overlaps eval prompt {suite}:instructions[0]"}]
+    [entry] = man["safety"]["excluded"]
+    assert (entry["id"], entry["stage"], entry["reason"], entry["detail"]) == (
+        record_id("sft", leaking_safety), "mix", "contaminated", f"overlaps eval prompt {suite}:instructions[0]")
     result, *_ = run_mix(tmp_path, "--n", 60, "--against", suite)
     assert result.returncode == 2
     assert "only 59 usable safety examples (60 read, 1 excluded as leaking an eval prompt)" in result.stderr

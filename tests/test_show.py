@@ -11,7 +11,7 @@ def pair(i: int) -> dict:
     rec = {"prompt": f"Question number {i} about topic {i * 7}?", "chosen": f"A careful answer {i}.",
            "rejected": f"A harmful answer {i}.", "category": "hate"}
     rec = {"id": record_id("preference", rec), **rec}
-    rec["meta"] = {"source": f"sample.jsonl:{i}", "respond": {"instruction_id": f"{i:016x}", "model": "m"}}
+    rec["meta"] = {"source": f"sample.jsonl:{i}", "respond": {"parents": [f"{i:016x}"], "model": "m"}}
     return rec
 
 

@@ -48,7 +48,7 @@ def test_each_bad_line_is_named_quarantined_and_the_rest_kept(tmp_path, line, fi
     assert f"{path}:4: {field}: " in result.stderr and message in result.stderr
     assert_nothing_lost(good, bad, report["read"])
     assert len(bad) == 1 and bad[0]["where"] == f"{path}:4"
-    assert bad[0]["problems"][0]["reason"] == reason
+    assert bad[0]["reason"] == reason and bad[0]["field"] == field and bad[0]["stage"] == "validate"
     assert report["problems_by_reason"] == {reason: 1}
 
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from builder.errors import BadInput
-from builder.records import load_records
+from builder.validate import load_records
 from builder.stages.base import Reject, StageIO, StageResult, provenance, write_result
 from builder.stages.llm_task import LLMStageConfig, LLMTask, run_task
 

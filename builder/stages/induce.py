@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from builder.errors import BadInput
-from builder.records import load_records, to_record
+from builder.records import to_record
+from builder.validate import load_records
 from builder.stages.base import StageIO, StageResult, provenance, write_result
 from builder.stages.llm_task import LLMStageConfig, LLMTask, run_task
 

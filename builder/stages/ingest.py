@@ -37,7 +37,7 @@ def ingest(sources: list[str], kind: str, out: Path, *, mapping_pairs=(), quaran
         bad_out = outputs.enter_context(record_writer(quarantine)) if quarantine is not None else None
         for source in sources:
             source_good = source_bad = 0
-            for chunk in check_chunks(source, kind, mapping=mapping, semantic=False, stamp_source=True):
+            for chunk in check_chunks(source, kind, mapping=mapping, semantic=False, stamp_source=True, stage="ingest"):
                 good_out.extend(chunk.good)
                 if bad_out is not None:
                     bad_out.extend(chunk.bad)

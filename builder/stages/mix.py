@@ -18,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import BadInput, RunFailed
-from builder.records import atomic_path, kind_of, load_records, read_rows, to_record, write_records
+from builder.records import atomic_path, kind_of, read_rows, to_record, write_records
+from builder.stages.base import Reject
+from builder.validate import load_records
 
 # The seeds' task suffixes, verified byte for byte against the Cross-Task Defense eval files
 # (instruction-llms-safety-eval/data/evaluation/test_<task>.json: every instruction there is
@@ -197,18 +199,19 @@ def mix(general: str, safety: str, n: int, out: Path, *, task: str = "none", see
     usable: list[_Candidate] = []
     for cand in candidates:
         if not cand.content.strip() or not cand.refusal.strip():
-            excluded.append({"id": cand.source_id, "reason": "empty document or refusal" if task != "none"
-                             else "empty instruction or output"})
+            excluded.append(_excluded(cand.source_id, "empty", "empty document or refusal" if task != "none"
+                                      else "empty instruction or output"))
             continue
         key = _example_key(cand)
         if key in seen:
-            excluded.append({"id": cand.source_id, "reason": f"duplicate of {seen[key]}"})
+            excluded.append(_excluded(cand.source_id, "duplicate", f"duplicate of {seen[key]}"))
             continue
         seen[key] = cand.source_id
         usable.append(cand)
     # Cross-task documents are checked without the suffix: the suffix is the task template, shared by design.
     leaked = leaks([f"{c.content}\n{c.input}" for c in usable], evals, ngram)
-    excluded += [{"id": usable[i].source_id, "reason": f"overlaps eval prompt {origin}"} for i, origin in leaked.items()]
+    excluded += [_excluded(usable[i].source_id, "contaminated", f"overlaps eval prompt {origin}")
+                 for i, origin in leaked.items()]
     pool = sorted((c for i, c in enumerate(usable) if i not in leaked), key=lambda c: c.source_id)
 
     # --- the nested draw
@@ -249,9 +252,9 @@ def mix(general: str, safety: str, n: int, out: Path, *, task: str = "none", see
     kept, removed = [], []
     for i, (rec, key) in enumerate(zip(general_records, general_keys)):
         if key in safety_keys:
-            removed.append({"id": rec["id"], "reason": f"duplicate of safety {safety_keys[key]}"})
+            removed.append(_excluded(rec["id"], "duplicate", f"duplicate of safety {safety_keys[key]}"))
         elif i in general_leaks:
-            removed.append({"id": rec["id"], "reason": f"overlaps eval prompt {general_leaks[i]}"})
+            removed.append(_excluded(rec["id"], "contaminated", f"overlaps eval prompt {general_leaks[i]}"))
         else:
             kept.append(rec)
 
@@ -260,8 +263,8 @@ def mix(general: str, safety: str, n: int, out: Path, *, task: str = "none", see
 
     # --- counts (checked), manifest, report
     general_counts = {"read": len(general_records), "kept": len(kept),
-                      "removed_duplicate": sum(r["reason"].startswith("duplicate") for r in removed),
-                      "removed_contaminated": sum(r["reason"].startswith("overlaps") for r in removed)}
+                      "removed_duplicate": sum(r["reason"] == "duplicate" for r in removed),
+                      "removed_contaminated": sum(r["reason"] == "contaminated" for r in removed)}
     reasons = _count_reasons(excluded)
     safety_counts = {"read": len(safety_records), "usable": len(pool), "drawn": len(safety_out),
                      "excluded_duplicate": reasons.get("duplicate", 0),
@@ -318,13 +321,14 @@ def mix(general: str, safety: str, n: int, out: Path, *, task: str = "none", see
     return MixOutcome(message, composition, manifest_doc)
 
 
+def _excluded(source_id: str, reason: str, detail: str) -> dict:
+    """A manifest entry for a record left out of the mix: the one rejects shape (Reject.as_dict),
+    reason one of empty / duplicate / contaminated."""
+    return Reject("mix", reason, detail, id=source_id).as_dict()
+
+
 def _count_reasons(excluded: list[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for entry in excluded:
-        reason = entry["reason"]
-        code = "duplicate" if reason.startswith("duplicate") else "contaminated" if reason.startswith("overlaps") else "empty"
-        counts[code] = counts.get(code, 0) + 1
-    return counts
+    return dict(Counter(entry["reason"] for entry in excluded))
 
 
 def _write_json(path: Path, doc: dict) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from builder.dataset_dir import building, check_out_dir
 from builder.errors import BadInput
-from builder.metrics import reject, write_outputs
+from builder.metrics import write_outputs
 from builder.records import atomic_path, write_records
 from builder.validate import Limits, check
 
@@ -34,10 +34,8 @@ def pairs(in_path: str, out_dir: Path, *, test_size: float = 0.1, seed: int = 0,
     check_out_dir(out_dir, keep_out, stage="pairs")  # before any work: never a user's folder
     # validate's checks are exactly the pair rules: schema, empty, chosen == rejected, exact and near
     # duplicates, and overlap with the eval suites given by --exclude.
-    result = check(in_path, "preference", limits=limits, against=list(exclude))
-    rejects = [reject("pairs", entry.get("record") or {}, entry["problems"][0]["reason"],
-                      "; ".join(f"{p['field']}: {p['message']}" for p in entry["problems"]), raw=entry.get("raw"))
-               for entry in result.bad]
+    result = check(in_path, "preference", limits=limits, against=list(exclude), stage="pairs")
+    rejects = result.bad  # already rejects-file lines (Reject.as_dict)
     splits = split_by_category(result.good, test_size, seed)
     for name, members in splits.items():  # `builder show` tells which split a pair went to
         for rec in members:

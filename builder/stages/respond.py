@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from builder.records import load_records, record_id
+from builder.records import record_id
+from builder.validate import load_records
 from builder.stages.base import StageIO, StageResult, provenance, write_result
 from builder.stages.llm_task import LLMStageConfig, LLMTask, run_task
 
