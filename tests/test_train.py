@@ -71,6 +71,14 @@ def test_bad_data_is_exit_2_naming_the_file(tmp_path):
     assert result.returncode == 2 and "train_prefs" in result.stderr
 
 
+def test_a_cutoff_that_leaves_no_completion_is_exit_2(tmp_path):
+    data = tmp_path / "mix.json"
+    data.write_text(json.dumps(GENERAL))
+    (tmp_path / "params.yaml").write_text("train:\n  cutoff: 16\n")
+    result, out = _train(tmp_path, "sft", data)
+    assert result.returncode == 2 and "raise train.cutoff" in result.stderr and not (out / "manifest.json").exists()
+
+
 def test_quantization_on_cpu_is_a_clear_exit_2(tmp_path):
     data = tmp_path / "mix.json"
     data.write_text(json.dumps(GENERAL))
@@ -107,7 +115,7 @@ def test_reverse_adapter_is_used_by_induce(tmp_path):
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     data = tmp_path / "mix.json"
     data.write_text(json.dumps(GENERAL * 4))
-    (tmp_path / "params.yaml").write_text("train:\n  save_steps: 1\n  micro_batch_size: 1\n  cutoff: 64\n")
+    (tmp_path / "params.yaml").write_text("train:\n  save_steps: 1\n  micro_batch_size: 1\n")
     out = tmp_path / "models" / "sft"
     args = [sys.executable, "-m", "builder", "train", "sft", "--data", str(data), "--out", str(out), "--max-steps", "4"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)

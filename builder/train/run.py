@@ -57,6 +57,10 @@ def run(config: TrainConfig, io: StageIO) -> StageResult:
     last = _resumable_checkpoint(out / CHECKPOINTS, fingerprint)
 
     trainer, chat = _trainer(config, resolved.path, examples, out / CHECKPOINTS, cuda, metrics_dir(io), last)
+    kept = len(trainer.train_dataset)  # TRL drops examples whose completion the cutoff cuts away entirely
+    if kept == 0:
+        raise BadInput(f"--data {io.input}: train.cutoff {config.cutoff} tokens leaves no completion in any example "
+                       "(the prompt, with the chat template, fills it); raise train.cutoff")
     if last:
         _say(f"resuming from {last} (step {int(Path(last).name.split('-')[-1])})")
     output = trainer.train(resume_from_checkpoint=last)
@@ -72,8 +76,10 @@ def run(config: TrainConfig, io: StageIO) -> StageResult:
     if trainer.is_world_process_zero():
         _finish(trainer, out, manifest, resolved.name, keep_checkpoints=config.keep_checkpoints)
     loss = f"{manifest['final_loss']:.4f}" if manifest["final_loss"] is not None else "n/a"
-    return StageResult(stage=f"train {config.mode}", read=len(examples), kept=examples, out=out,
-                       notes=[f"{manifest['steps']} steps, final loss {loss}; adapter, tokenizer and manifest.json "
+    dropped = [f"{len(examples) - kept} examples dropped: the cutoff ({config.cutoff} tokens) left no completion"] \
+        if kept < len(examples) else []
+    return StageResult(stage=f"train {config.mode}", read=len(examples), kept=examples[:kept], out=out,
+                       notes=dropped + [f"{manifest['steps']} steps, final loss {loss}; adapter, tokenizer and manifest.json "
                               f"in {out}; training metrics in {metrics_dir(io)}"])
 
 
