@@ -43,6 +43,7 @@ def test_repro_builds_pairs_then_reruns_only_what_changed(tmp_path, builder_cach
     def smaller(p):
         p["induce"]["limit"] = 8
         p["judge"]["keep"] = {}  # keep every judged pair: this test is about DVC, not the 135M judge's taste
+        p["train"]["max_steps"] = 1  # the training stages run too (one step each)
     set_params(project, smaller)
     sh("git", "init", "-q", cwd=project)
     sh("dvc", "init", "-q", cwd=project)
