@@ -37,7 +37,10 @@ def main() -> None:
         wall = time.perf_counter() - start
         if result.returncode:
             sys.exit(result.stderr[-2000:])
-        runtime = float(re.findall(r"'train_runtime': '([\d.]+)'", result.stderr)[-1])
+        found = re.findall(r"'train_runtime': '?([\d.]+)", result.stderr)  # the trainer's last log line
+        if not found:
+            sys.exit("no train_runtime in the trainer's log:\n" + result.stderr[-3000:])
+        runtime = float(found[-1])
         tokens = json.loads((Path(tmp) / "metrics" / "sft" / "metrics.json").read_text())["num_tokens"]
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"builder train sft: {opts.steps} steps x micro-batch {opts.micro_batch}, cutoff {opts.cutoff}, fp32 LoRA r 8 on CPU")
