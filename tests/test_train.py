@@ -71,6 +71,7 @@ def test_bad_data_is_exit_2_naming_the_file(tmp_path):
     assert result.returncode == 2 and "train_prefs" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_cutoff_that_leaves_no_completion_is_exit_2(tmp_path):
     data = tmp_path / "mix.json"
     data.write_text(json.dumps(GENERAL))
