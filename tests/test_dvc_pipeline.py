@@ -15,6 +15,9 @@ import yaml
 from tests.conftest import copy_project
 
 
+CHAIN = "validate_pairs"  # the Safer-Instruct chain (the SFT/DPO training stages are tested in test_train.py)
+
+
 def sh(*args, cwd) -> str:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=1500)
@@ -38,21 +41,22 @@ def test_repro_builds_pairs_then_reruns_only_what_changed(tmp_path, builder_cach
     def smaller(p):
         p["induce"]["limit"] = 8
         p["judge"]["keep"] = {}  # keep every judged pair: this test is about DVC, not the 135M judge's taste
+        p["train"]["max_steps"] = 1  # induce depends on the reverse-tuned inducer: one step
     set_params(project, smaller)
     sh("git", "init", "-q", cwd=project)
     sh("dvc", "init", "-q", cwd=project)
 
-    first = sh("dvc", "repro", cwd=project)
+    first = sh("dvc", "repro", CHAIN, cwd=project)
     assert {"induce", "filter", "respond", "judge", "pairs", "validate_pairs"} <= ran(first)
     pairs = json.loads((project / "metrics/pairs.json").read_text())
     assert pairs["out"] > 0 and pairs["splits"]["train_prefs"] > 0
     assert json.loads((project / "metrics/validate/pairs.json").read_text())["quarantined"] == 0
     assert list((project / "data/pairs/data").glob("train_prefs-*.parquet"))
 
-    assert ran(sh("dvc", "repro", cwd=project)) == set()  # nothing changed: nothing runs, no LLM call
+    assert ran(sh("dvc", "repro", CHAIN, cwd=project)) == set()  # nothing changed: nothing runs, no LLM call
 
     set_params(project, lambda p: p["judge"].update(yes_threshold=0.4))
-    third = ran(sh("dvc", "repro", cwd=project))
+    third = ran(sh("dvc", "repro", CHAIN, cwd=project))
     assert third == {"judge", "pairs", "validate_pairs"}
     judge = json.loads((project / "metrics/judge.json").read_text())
     assert judge["llm"]["done"] == judge["llm"]["total"] > 0
@@ -65,4 +69,4 @@ def test_repro_builds_pairs_then_reruns_only_what_changed(tmp_path, builder_cach
     changed = {line.split(":")[0].strip() for line in status.splitlines() if line and not line[0].isspace()}
     assert changed == {"judge"} and "builder/stages/judge.py" in status, status
     # DVC reruns judge; what follows reruns if judge's output changes (DVC compares hashes at each step).
-    assert ran(sh("dvc", "repro", "--dry", cwd=project)) == {"judge"}
+    assert ran(sh("dvc", "repro", "--dry", CHAIN, cwd=project)) == {"judge"}

@@ -465,7 +465,7 @@ def show(
 
 # Commands of later themes live in their own modules and add themselves to ``app`` on import.
 # (Each import is light: the modules import heavy libraries inside their commands.)
-THEMES = ("publish",)  # builder/cli/<theme>.py
+THEMES = ("train", "publish")  # builder/cli/<theme>.py
 for _theme in THEMES:
     __import__(f"builder.cli.{_theme}")
 
