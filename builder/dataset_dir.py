@@ -65,6 +65,9 @@ def building(out: Path, inputs: list[str | Path], *, stage: str):
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_builds(target)
     build = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    build.chmod(0o777 & ~umask)  # mkdtemp makes it private; the dataset is for teammates and servers too
     try:
         yield build
         (build / MARKER).write_text(json.dumps({"written_by": "builder", "stage": stage}) + "\n", encoding="utf-8")

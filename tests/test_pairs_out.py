@@ -65,6 +65,7 @@ def test_builders_own_folder_is_replaced_whole_and_marked(judged, tmp_path):
     first = builder("pairs", "--in", judged, "--out", out, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert (out / MARKER).is_file() and (out / "pairs.jsonl").is_file()
+    assert out.stat().st_mode & 0o055 == 0o055  # readable and listable by others under umask 022
     (out / "csv").mkdir(exist_ok=True)  # a stale file of builder's own layout is replaced with the rest
     (out / "csv" / "old.csv").write_text("a,b\n")
     second = builder("pairs", "--in", judged, "--out", out, "--test-size", "0.5", cwd=tmp_path)

@@ -19,7 +19,7 @@ import hashlib
 from pathlib import Path
 
 from builder.errors import BadInput
-from builder.records import load_records
+from builder.validate import load_records
 
 PAIRS_TRAIN_GLOB = "data/train_prefs-*.parquet"  # builder pairs' train split (builder/stages/pairs.py)
 
