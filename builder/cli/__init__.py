@@ -410,7 +410,7 @@ def show(
 
 # Commands of later themes live in their own modules and add themselves to ``app`` on import.
 # (Each import is light: the modules import heavy libraries inside their commands.)
-THEMES = ()  # e.g. ("train", "evaluate", "publish"): builder/cli/<theme>.py
+THEMES = ("evaluate",)  # builder/cli/<theme>.py, e.g. "train", "publish"
 for _theme in THEMES:
     __import__(f"builder.cli.{_theme}")
 

@@ -1,0 +1,73 @@
+"""Evaluating: generate (a model answers eval suites), score (refusal, reward model, ...), report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from builder.cli import (GEN_FLAGS, LLM_FLAGS, LimitOpt, MetricsOpt, NoCacheOpt, OutOpt, RejectsOpt, app,
+                         command, say)
+
+
+def _stage_io(inputs, out, rejects, metrics):
+    from builder.stages.base import StageIO
+
+    return StageIO(tuple(str(i) for i in inputs), out, rejects, metrics)
+
+
+def _finish(result) -> None:
+    say(result.summary())
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+def _llm_options(fn):
+    """Add the shared LLM flags (backend, model, adapter, ...) to a command; they arrive as ``llm_flags``."""
+    import functools
+    import inspect
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    own = [p.replace(kind=kw) for p in inspect.signature(fn, eval_str=True).parameters.values()
+           if p.kind is not p.VAR_KEYWORD]
+    shared = [inspect.Parameter(n, kw, annotation=a, default=None) for n, a in LLM_FLAGS.items()]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        return fn(**kwargs, llm_flags={n: kwargs.pop(n) for n in list(LLM_FLAGS)})
+
+    wrapper.__signature__ = inspect.Signature(own + shared)
+    return wrapper
+
+
+@app.command()
+@command
+@_llm_options
+def generate(
+    eval_: Annotated[list[str], typer.Option("--eval", "-e", help="Eval suite files (the seeds' {instructions, inputs} JSON or eval records); repeatable.")] = ...,
+    out: OutOpt = ...,
+    format_: Annotated[Optional[str], typer.Option("--format", help="records | seed ({parameters, inputs, instructions, outputs}); .json out means seed.")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="safety-tuned-llamas (4 beams, 128 tokens, inputs dropped) | none [params: generate.preset].")] = None,
+    max_new_tokens: GEN_FLAGS["max_new_tokens"] = None,
+    num_beams: Annotated[Optional[int], typer.Option("--num-beams", help="Beam width; 1 = greedy [preset].")] = None,
+    limit: LimitOpt = None,
+    rejects: RejectsOpt = None,
+    metrics: MetricsOpt = None,
+    no_cache: NoCacheOpt = False,
+    **llm,
+) -> None:
+    """A model (optionally with a LoRA adapter) answers eval suites: one generation record per prompt.
+
+    Example: builder generate --eval evals/I-MaliciousInstructions.json --out data/gen/base.jsonl --limit 20
+    """
+    from builder.config import section
+    from builder.llm import LLMSpec
+    from builder.stages.generate import GenerateConfig, run
+
+    params = section("generate")
+    config = GenerateConfig.from_params(params, preset=preset, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                        limit=limit)
+    spec = LLMSpec.from_params(params, **llm["llm_flags"])
+    seed = format_ == "seed" or (format_ is None and out.suffix == ".json")
+    _finish(run(config, _stage_io(eval_, out, rejects, metrics), llm=spec, use_cache=not no_cache, seed_format=seed))
