@@ -71,3 +71,26 @@ def generate(
     spec = LLMSpec.from_params(params, **llm["llm_flags"])
     seed = format_ == "seed" or (format_ is None and out.suffix == ".json")
     _finish(run(config, _stage_io(eval_, out, rejects, metrics), llm=spec, use_cache=not no_cache, seed_format=seed))
+
+
+@app.command()
+@command
+def score(
+    in_: Annotated[str, typer.Option("--in", "-i", help="Generation records (builder generate or ingest --kind generation).")] = ...,
+    out: OutOpt = ...,
+    scorer: Annotated[Optional[list[str]], typer.Option("--scorer", "-s", help="refusal | reward-model (repeatable) [params: score.scorers].")] = None,
+    refusal_preset: Annotated[Optional[str], typer.Option("--refusal-preset", help="xstest-v1 | gcg-v1 | seeds-v1 [params: score.refusal_preset].")] = None,
+    reward_model: Annotated[Optional[str], typer.Option("--reward-model", help="Sequence-classification model folder or hub id [params: score.reward_model].")] = None,
+    rejects: RejectsOpt = None,
+    metrics: MetricsOpt = None,
+) -> None:
+    """Score generations: one score record per (generation, scorer).
+
+    Example: builder score --in data/gen/base.jsonl --out data/scores/base.jsonl --scorer refusal
+    """
+    from builder.config import section
+    from builder.stages.score import ScoreConfig, run
+
+    config = ScoreConfig.from_params(section("score"), scorers=scorer or None, refusal_preset=refusal_preset,
+                                     reward_model=reward_model)
+    _finish(run(config, _stage_io([in_], out, rejects, metrics)))
