@@ -94,3 +94,21 @@ def score(
     config = ScoreConfig.from_params(section("score"), scorers=scorer or None, refusal_preset=refusal_preset,
                                      reward_model=reward_model)
     _finish(run(config, _stage_io([in_], out, rejects, metrics)))
+
+
+@app.command()
+@command
+def report(
+    in_: Annotated[list[str], typer.Option("--in", "-i", help="Score files (builder score); repeatable.")] = ...,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: metrics.json, plots.csv, refusal.png, summary.md.")] = ...,
+    benign: Annotated[Optional[list[str]], typer.Option("--benign", help="A benign suite (repeatable): refusals there are exaggerated safety [params: report.benign_suites].")] = None,
+) -> None:
+    """Refusal rate and harmfulness per model and suite with 95 % CIs; metrics, plot data, PNG, Markdown.
+
+    Example: builder report --in data/scores/base.jsonl --out reports/eval
+    """
+    from builder.config import section
+    from builder.report import ReportConfig, run
+
+    config = ReportConfig.from_params(section("report"), benign_suites=benign or None)
+    _finish(run(config, _stage_io(in_, out, None, None)))

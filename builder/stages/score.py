@@ -1,4 +1,4 @@
-"""score: one score record per (generation, scorer); ``scores`` holds {scorer name: value}.
+"""score: one score record per generation; ``scores`` holds {scorer name: value} for every scorer.
 
 A generation a scorer could not score goes to rejects with the reason (never a silent gap).
 """
@@ -21,32 +21,30 @@ class ScoreConfig(StageConfig):
     max_length: int = field(default=512, metadata={"help": "reward-model: tokens kept per text"})
 
 
-def score_id(generation_id: str, scorer: str) -> str:
-    """One record per (generation, scorer): the schema's content fields alone would give the scorers of
-    one generation the same id, so the id hashes the generation's id with the scorer's name."""
-    import hashlib
-
-    return hashlib.sha256(f"{generation_id}|{scorer}".encode()).hexdigest()[:16]
-
-
 def run(config: ScoreConfig, io: StageIO) -> StageResult:
-    from builder.records import load_records
+    """One score record per generation with every scorer's value in ``scores`` (the score schema's id
+    covers the generation's content only, so one record per (generation, scorer) would repeat ids).
+    A generation some scorer failed on keeps the others' values and goes to rejects for that scorer."""
+    from builder.records import load_records, record_id
     from builder.scoring import make_scorer
 
     records = load_records(io.input, "generation")
-    kept, rejects, by_scorer = [], [], {}
+    scores: dict[str, dict] = {rec["id"]: {} for rec in records}
+    rejects, used = [], {}
     for name in config.scorers:
-        scorer = make_scorer(name, config)
-        scored = scorer.score(records)
+        scored = make_scorer(name, config).score(records)
         rejects += scored.rejects
-        for rec in records:
-            if rec["id"] not in scored.values:
-                continue
-            value = scored.values[rec["id"]]
-            out = {k: v for k, v in rec.items() if k not in ("id", "meta", "scores")}
-            out["scores"] = {name: value}
-            out["meta"] = provenance(rec.get("meta"), "score", rec["id"], scorer=name, **scored.meta)
-            kept.append({"id": score_id(rec["id"], name), **out})
-        by_scorer[name] = len(scored.values)
+        used[name] = scored.meta
+        for rec_id, value in scored.values.items():
+            scores[rec_id][name] = value
+    kept = []
+    for rec in records:
+        if not scores[rec["id"]]:
+            continue
+        out = {k: v for k, v in rec.items() if k not in ("id", "meta", "scores")}
+        out["scores"] = scores[rec["id"]]
+        out["meta"] = provenance(rec.get("meta"), "score", rec["id"], scorers=used)
+        kept.append({"id": record_id("score", out), **out})
+    by_scorer = {name: sum(1 for s in scores.values() if name in s) for name in config.scorers}
     result = StageResult("score", read=len(records), kept=kept, rejects=rejects, extra={"by_scorer": by_scorer})
     return write_result(result, io, "score")
