@@ -116,11 +116,12 @@ def schema_problems(kind: str, rec: dict, *, columns: list[str] | None = None) -
 
 
 def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, semantic: bool = True,
-          limits: Limits = Limits(), against: list[str] = (), stamp_source: bool = False) -> Result:
+          limits: Limits = Limits(), against: list[str] = (), stamp_source: bool = False, rows=None) -> Result:
     """Read ``source`` as ``kind`` and sort every row into good or bad (good + bad = read).
 
     ``semantic`` adds the checks across records; ``stamp_source`` records file:line in meta.source
-    (ingest does this; validate keeps the provenance records already carry)."""
+    (ingest does this; validate keeps the provenance records already carry). ``rows`` replaces reading
+    ``source`` (e.g. ingest's wide files, one row per model output)."""
     kind = kind_of(kind)
     result = Result(source, kind)
     records, wheres = [], []
@@ -128,7 +129,7 @@ def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, sema
     columns: list[str] | None = None
     from builder.progress import progress
 
-    for row in progress(read_rows(source), f"reading {source}"):
+    for row in progress(read_rows(source) if rows is None else rows, f"reading {source}"):
         result.read += 1
         if row.data is None:
             _quarantine(result, row.where, row.problems, raw=row.raw)

@@ -19,16 +19,24 @@ class IngestSummary:
     problems: list[Problem] = field(default_factory=list)
 
 
-def ingest(sources: list[str], kind: str, out: Path, *, mapping_pairs=(), quarantine: Path | None = None) -> IngestSummary:
+def ingest(sources: list[str], kind: str, out: Path, *, mapping_pairs=(), quarantine: Path | None = None,
+           outputs: list[str] = ()) -> IngestSummary:
     """Write every readable row of ``sources`` to ``out``; unreadable rows go to ``quarantine``.
 
     Duplicates are kept and counted (validate decides what to drop), and so are empty text fields,
-    such as the Safer-Instruct CSVs' empty ``rejected`` column, so counts match the source exactly."""
+    such as the Safer-Instruct CSVs' empty ``rejected`` column, so counts match the source exactly.
+    ``outputs``: wide files' model columns, one generation record per (row, column) (stages/widen.py)."""
     kind = kind_of(kind)
     mapping = parse_mapping(mapping_pairs)
     good, bad, problems, per_source = [], [], [], []
     for source in sources:
-        result = check(source, kind, mapping=mapping, semantic=False, stamp_source=True)
+        rows = None
+        if outputs:
+            from builder.records import read_rows
+            from builder.stages.widen import widen
+
+            rows = widen(read_rows(source), list(outputs), source)
+        result = check(source, kind, mapping=mapping, semantic=False, stamp_source=True, rows=rows)
         good += result.good
         bad += result.bad
         problems += result.problems
