@@ -24,6 +24,10 @@ class RewardModelScorer:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
+            # Right padding: real tokens keep positions 0..n-1 (left padding shifts them in models that
+            # derive positions from the sequence, changing the scores); the classifier pools the last
+            # non-pad token either way.
+            self.tokenizer.padding_side = "right"
             if self.tokenizer.pad_token is None:
                 self.tokenizer.pad_token = self.tokenizer.eos_token
             self.model = AutoModelForSequenceClassification.from_pretrained(self.model_id).eval()
