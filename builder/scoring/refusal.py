@@ -50,14 +50,19 @@ PRESETS = {p.name: p for p in (
 
 
 def refused(outputs: list[str], preset: Preset) -> list[bool]:
-    """Vectorised with polars: 1 M outputs in a few seconds."""
+    """Vectorised with polars: 1 M outputs in a few seconds. A start-anchored preset looks only at the
+    first characters (as many as its longest marker), so long outputs cost no more than short ones."""
+    import re
+
     import polars as pl
 
     text = pl.col("output")
-    if preset.lowercase:
-        text = text.str.strip_chars().str.to_lowercase()
     if preset.at_start:
-        hit = pl.any_horizontal([text.str.starts_with(m) for m in preset.markers])
+        text = text.str.strip_chars_start().str.slice(0, max(map(len, preset.markers)))
+    if preset.lowercase:
+        text = text.str.to_lowercase()
+    if preset.at_start:
+        hit = text.str.contains("^(?:" + "|".join(re.escape(m) for m in preset.markers) + ")")
     else:
         hit = text.str.contains_any(list(preset.markers))
     frame = pl.DataFrame({"output": outputs}, schema={"output": pl.String})
