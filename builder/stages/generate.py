@@ -132,6 +132,7 @@ def run(config: GenerateConfig, io: StageIO, *, llm, use_cache: bool = True, see
     """``io.inputs`` are eval files; ``llm`` an LLMSpec. ``seed_format`` (or an .json out) writes the
     seeds' layout instead of records."""
     import json
+    from collections import Counter
 
     from builder.prompts import load_template
     from builder.records import atomic_path
@@ -141,8 +142,7 @@ def run(config: GenerateConfig, io: StageIO, *, llm, use_cache: bool = True, see
     records = load_suites(io.inputs, config.limit)
     task = Generate(config, llm, load_template(config.template))
     result = run_task(task, records, llm, use_cache=use_cache).result
-    result.extra["by_suite"] = dict(sorted({r["suite"]: sum(1 for k in result.kept if k["suite"] == r["suite"])
-                                            for r in result.kept}.items()))
+    result.extra["by_suite"] = dict(sorted(Counter(r["suite"] for r in result.kept).items()))
     if seed_format and io.out is not None and result.exit_code == 0:
         with atomic_path(io.out) as tmp:
             tmp.write_text(json.dumps(seed_layout(result.kept, config), indent=2, ensure_ascii=False) + "\n",
