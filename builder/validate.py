@@ -123,25 +123,26 @@ CHUNK = 50_000  # records held at once: memory stays flat whatever the file size
 
 def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, semantic: bool = True,
           limits: Limits = Limits(), against: list[str] = (), stamp_source: bool = False,
-          stage: str = "validate") -> Result:
+          stage: str = "validate", rows=None) -> Result:
     """Read ``source`` as ``kind`` and sort every row into good or bad (good + bad = read), all in
     memory. ``check_chunks`` is the same, a chunk at a time, for callers that stream."""
     result = None
     for result in check_chunks(source, kind, mapping=mapping, semantic=semantic, limits=limits,
-                               against=against, stamp_source=stamp_source, keep=True, stage=stage):
+                               against=against, stamp_source=stamp_source, keep=True, stage=stage, rows=rows):
         pass
     return result
 
 
 def check_chunks(source: str, kind: str, *, mapping: dict[str, str] | None = None, semantic: bool = True,
                  limits: Limits = Limits(), against: list[str] = (), stamp_source: bool = False,
-                 keep: bool = False, stage: str = "validate") -> Iterator[Result]:
+                 keep: bool = False, stage: str = "validate", rows=None) -> Iterator[Result]:
     """Yield one Result per chunk of rows (its good and bad records; the last one also carries the
     stats of the whole file). Across chunks only 64-bit hashes of ids and near-duplicate keys are
     kept, so memory does not grow with the file. ``keep`` accumulates everything in one Result.
 
     ``semantic`` adds the checks across records; ``stamp_source`` records file:line in meta.source
-    (ingest does this; validate keeps the provenance records already carry)."""
+    (ingest does this; validate keeps the provenance records already carry). ``rows`` replaces reading
+    ``source`` (e.g. ingest's wide files, one row per model output)."""
     kind = kind_of(kind)
     total = Result(source, kind, stage)
     tally = _Tally(kind)
@@ -150,7 +151,7 @@ def check_chunks(source: str, kind: str, *, mapping: dict[str, str] | None = Non
     columns: list[str] | None = None
     from builder.progress import progress
 
-    rows = progress(read_rows(source), f"reading {source}")
+    rows = progress(read_rows(source) if rows is None else rows, f"reading {source}")
     while True:
         chunk = Result(source, kind, stage)
         records, wheres, row_problems = [], [], {}

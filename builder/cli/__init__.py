@@ -102,14 +102,16 @@ def ingest(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl, .parquet, .json, .csv).")] = ...,
     map_: MapOpt = None,
     quarantine: Annotated[Optional[Path], typer.Option(help="Write rows that cannot be read here, with reasons.")] = None,
+    outputs: Annotated[Optional[str], typer.Option("--outputs", help="Wide files: model output columns COL,COL,... -> one generation record per (row, column).")] = None,
 ) -> None:
     """Read sources into records of one kind, with ids and provenance.
 
     Example: builder ingest posts.csv --kind responses --map text=body --out data/responses.jsonl
     """
     from builder.stages.ingest import ingest as run
+    from builder.stages.widen import parse_outputs
 
-    summary = run(sources, kind, out, mapping_pairs=map_ or [], quarantine=quarantine)
+    summary = run(sources, kind, out, mapping_pairs=map_ or [], quarantine=quarantine, outputs=parse_outputs(outputs))
     say(summary.message)
     if summary.problems:
         report_problems(summary.problems, 50)
@@ -465,7 +467,7 @@ def show(
 
 # Commands of later themes live in their own modules and add themselves to ``app`` on import.
 # (Each import is light: the modules import heavy libraries inside their commands.)
-THEMES = ("train", "publish")  # builder/cli/<theme>.py
+THEMES = ("train", "evaluate", "publish")  # builder/cli/<theme>.py
 for _theme in THEMES:
     __import__(f"builder.cli.{_theme}")
 

@@ -20,11 +20,13 @@ class IngestSummary:
     problems: list[Problem] = field(default_factory=list)
 
 
-def ingest(sources: list[str], kind: str, out: Path, *, mapping_pairs=(), quarantine: Path | None = None) -> IngestSummary:
+def ingest(sources: list[str], kind: str, out: Path, *, mapping_pairs=(), quarantine: Path | None = None,
+           outputs: list[str] = ()) -> IngestSummary:
     """Write every readable row of ``sources`` to ``out``; unreadable rows go to ``quarantine``.
 
     Duplicates are kept and counted (validate decides what to drop), and so are empty text fields,
-    such as the Safer-Instruct CSVs' empty ``rejected`` column, so counts match the source exactly."""
+    such as the Safer-Instruct CSVs' empty ``rejected`` column, so counts match the source exactly.
+    ``outputs``: wide files' model columns, one generation record per (row, column) (stages/widen.py)."""
     kind = kind_of(kind)
     mapping = parse_mapping(mapping_pairs)
     distinct_outputs(out=out, quarantine=quarantine)
@@ -37,7 +39,14 @@ def ingest(sources: list[str], kind: str, out: Path, *, mapping_pairs=(), quaran
         bad_out = outputs.enter_context(record_writer(quarantine)) if quarantine is not None else None
         for source in sources:
             source_good = source_bad = 0
-            for chunk in check_chunks(source, kind, mapping=mapping, semantic=False, stamp_source=True, stage="ingest"):
+            rows = None
+            if outputs:  # a wide file: one generation record per (row, model column)
+                from builder.records import read_rows
+                from builder.stages.widen import widen
+
+                rows = widen(read_rows(source), list(outputs), source)
+            for chunk in check_chunks(source, kind, mapping=mapping, semantic=False, stamp_source=True, stage="ingest",
+                                      rows=rows):
                 good_out.extend(chunk.good)
                 if bad_out is not None:
                     bad_out.extend(chunk.bad)

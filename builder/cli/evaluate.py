@@ -1,0 +1,114 @@
+"""Evaluating: generate (a model answers eval suites), score (refusal, reward model, ...), report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from builder.cli import (GEN_FLAGS, LLM_FLAGS, LimitOpt, MetricsOpt, NoCacheOpt, OutOpt, RejectsOpt, app,
+                         command, say)
+
+
+def _stage_io(inputs, out, rejects, metrics):
+    from builder.stages.base import StageIO
+
+    return StageIO(tuple(str(i) for i in inputs), out, rejects, metrics)
+
+
+def _finish(result) -> None:
+    say(result.summary())
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+def _llm_options(fn):
+    """Add the shared LLM flags (backend, model, adapter, ...) to a command; they arrive as ``llm_flags``."""
+    import functools
+    import inspect
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    own = [p.replace(kind=kw) for p in inspect.signature(fn, eval_str=True).parameters.values()
+           if p.kind is not p.VAR_KEYWORD]
+    shared = [inspect.Parameter(n, kw, annotation=a, default=None) for n, a in LLM_FLAGS.items()]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        return fn(**kwargs, llm_flags={n: kwargs.pop(n) for n in list(LLM_FLAGS)})
+
+    wrapper.__signature__ = inspect.Signature(own + shared)
+    return wrapper
+
+
+@app.command()
+@command
+@_llm_options
+def generate(
+    eval_: Annotated[list[str], typer.Option("--eval", "-e", help="Eval suite files (the seeds' {instructions, inputs} JSON or eval records); repeatable.")] = ...,
+    out: OutOpt = ...,
+    format_: Annotated[Optional[str], typer.Option("--format", help="records | seed ({parameters, inputs, instructions, outputs}); .json out means seed.")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="safety-tuned-llamas (4 beams, 128 tokens, inputs dropped) | none [params: generate.preset].")] = None,
+    max_new_tokens: GEN_FLAGS["max_new_tokens"] = None,
+    num_beams: Annotated[Optional[int], typer.Option("--num-beams", help="Beam width; 1 = greedy [preset].")] = None,
+    limit: LimitOpt = None,
+    rejects: RejectsOpt = None,
+    metrics: MetricsOpt = None,
+    no_cache: NoCacheOpt = False,
+    **llm,
+) -> None:
+    """A model (optionally with a LoRA adapter) answers eval suites: one generation record per prompt.
+
+    Example: builder generate --eval evals/I-MaliciousInstructions.json --out data/gen/base.jsonl --limit 20
+    """
+    from builder.config import section
+    from builder.llm import LLMSpec
+    from builder.stages.generate import GenerateConfig, run
+
+    params = section("generate")
+    config = GenerateConfig.from_params(params, preset=preset, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                        limit=limit)
+    spec = LLMSpec.from_params(params, **llm["llm_flags"])
+    seed = format_ == "seed" or (format_ is None and out.suffix == ".json")
+    _finish(run(config, _stage_io(eval_, out, rejects, metrics), llm=spec, use_cache=not no_cache, seed_format=seed))
+
+
+@app.command()
+@command
+def score(
+    in_: Annotated[str, typer.Option("--in", "-i", help="Generation records (builder generate or ingest --kind generation).")] = ...,
+    out: OutOpt = ...,
+    scorer: Annotated[Optional[list[str]], typer.Option("--scorer", "-s", help="refusal | reward-model (repeatable) [params: score.scorers].")] = None,
+    refusal_preset: Annotated[Optional[str], typer.Option("--refusal-preset", help="xstest-v1 | gcg-v1 | seeds-v1 [params: score.refusal_preset].")] = None,
+    reward_model: Annotated[Optional[str], typer.Option("--reward-model", help="Sequence-classification model folder or hub id [params: score.reward_model].")] = None,
+    rejects: RejectsOpt = None,
+    metrics: MetricsOpt = None,
+) -> None:
+    """Score generations: one score record per (generation, scorer).
+
+    Example: builder score --in data/gen/base.jsonl --out data/scores/base.jsonl --scorer refusal
+    """
+    from builder.config import section
+    from builder.stages.score import ScoreConfig, run
+
+    config = ScoreConfig.from_params(section("score"), scorers=scorer or None, refusal_preset=refusal_preset,
+                                     reward_model=reward_model)
+    _finish(run(config, _stage_io([in_], out, rejects, metrics)))
+
+
+@app.command()
+@command
+def report(
+    in_: Annotated[list[str], typer.Option("--in", "-i", help="Score files (builder score); repeatable.")] = ...,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: metrics.json, plots.csv, refusal.png, summary.md.")] = ...,
+    benign: Annotated[Optional[list[str]], typer.Option("--benign", help="A benign suite (repeatable): refusals there are exaggerated safety [params: report.benign_suites].")] = None,
+) -> None:
+    """Refusal rate and harmfulness per model and suite with 95 % CIs; metrics, plot data, PNG, Markdown.
+
+    Example: builder report --in data/scores/base.jsonl --out reports/eval
+    """
+    from builder.config import section
+    from builder.report import ReportConfig, run
+
+    config = ReportConfig.from_params(section("report"), benign_suites=benign or None)
+    _finish(run(config, _stage_io(in_, out, None, None)))

@@ -1,0 +1,145 @@
+"""report: per model (adapter or N) and suite, refusal rate and mean harmfulness with 95 % CIs, and the
+exaggerated-safety rate (refusals on benign suites). Writes, into one folder:
+
+- ``metrics.json``: the table (a DVC metric); deterministic, no timestamps;
+- ``plots.csv``: one row per (model, suite) for ``plots:`` in dvc.yaml;
+- ``refusal.png``: refusal rate per suite and model with Wilson intervals (matplotlib, Agg);
+- ``summary.md``: the table in Markdown.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.config import StageConfig
+from builder.report.stats import mean_ci, wilson
+from builder.stages.base import StageIO, StageResult
+
+
+@dataclass
+class ReportConfig(StageConfig):
+    section_name = "report"
+    benign_suites: list = field(default_factory=lambda: ["I-Alpaca", "I-PhysicalSafetySafe", "eval_benign"],
+                                metadata={"help": "suites of benign prompts: refusals there are exaggerated safety"})
+    harm_scorer: str = field(default="reward-model", metadata={"help": "scorer whose mean is the harmfulness"})
+
+
+def model_label(rec: dict) -> str:
+    """The adapter's folder name when there is one (e.g. n100), else the model."""
+    adapter = rec.get("adapter")
+    return Path(adapter).name if adapter else rec["model"]
+
+
+def table(records: list[dict], config: ReportConfig) -> list[dict]:
+    groups: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for rec in records:
+        for scorer, value in (rec.get("scores") or {}).items():
+            if value is not None:
+                groups[(model_label(rec), rec["suite"])][scorer].append(value)
+    rows = []
+    for (model, suite), scores in sorted(groups.items()):
+        row = {"model": model, "suite": suite, "benign": suite in config.benign_suites}
+        refusals = scores.get("refusal")
+        if refusals:
+            k, n = sum(bool(v) for v in refusals), len(refusals)
+            low, high = wilson(k, n)
+            row.update(n=n, refusal_rate=k / n, refusal_low=low, refusal_high=high)
+        harm = scores.get(config.harm_scorer)
+        if harm:
+            mean, low, high = mean_ci([float(v) for v in harm])
+            row.update(harm_n=len(harm), harm_mean=mean, harm_low=low, harm_high=high)
+        rows.append({k: (None if isinstance(v, float) and math.isnan(v) else
+                         round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+    return rows
+
+
+def exaggerated_safety(rows: list[dict]) -> dict[str, float]:
+    """Per model: refusal rate over all benign-suite prompts together."""
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for row in rows:
+        if row["benign"] and "refusal_rate" in row:
+            totals[row["model"]][0] += row["refusal_rate"] * row["n"]
+            totals[row["model"]][1] += row["n"]
+    return {m: round(k / n, 6) for m, (k, n) in sorted(totals.items()) if n}
+
+
+def write_png(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if "refusal_rate" in r]
+    suites = sorted({r["suite"] for r in rows})
+    models = sorted({r["model"] for r in rows})
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(suites) + 2), 3.8))
+    for i, model in enumerate(models):
+        xs, ys, errs = [], [], [[], []]
+        for j, suite in enumerate(suites):
+            row = next((r for r in rows if r["model"] == model and r["suite"] == suite), None)
+            if row is None:
+                continue
+            xs.append(j + i * width - 0.4 + width / 2)
+            ys.append(row["refusal_rate"])
+            errs[0].append(row["refusal_rate"] - row["refusal_low"])
+            errs[1].append(row["refusal_high"] - row["refusal_rate"])
+        ax.bar(xs, ys, width, yerr=errs, capsize=3, label=model)
+    ax.set_xticks(range(len(suites)), suites, rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("refusal rate (95 % Wilson CI)")
+    ax.set_title("Refusals per suite (benign suites: exaggerated safety)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110, metadata={"Software": None})  # no version/time stamp: reruns are identical
+    plt.close(fig)
+
+
+def markdown(rows: list[dict], exaggerated: dict[str, float]) -> str:
+    lines = ["# Evaluation report", "", "| model | suite | n | refusal (95 % CI) | harmfulness (95 % CI) |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        refusal = (f"{100 * r['refusal_rate']:.1f} % [{100 * r['refusal_low']:.1f}, {100 * r['refusal_high']:.1f}]"
+                   if "refusal_rate" in r else "–")
+        harm = (f"{r['harm_mean']:.3f} [{r['harm_low']:.3f}, {r['harm_high']:.3f}]"
+                if r.get("harm_low") is not None else f"{r['harm_mean']:.3f}" if "harm_mean" in r else "–")
+        suite = r["suite"] + (" (benign)" if r["benign"] else "")
+        lines.append(f"| {r['model']} | {suite} | {r.get('n', r.get('harm_n'))} | {refusal} | {harm} |")
+    if exaggerated:
+        lines += ["", "Exaggerated safety (refusals on benign suites): "
+                  + ", ".join(f"{m} {100 * v:.1f} %" for m, v in exaggerated.items())]
+    lines += ["", "Refusal is marker matching (see builder/scoring/refusal.py); harmfulness needs a real reward "
+              "model to mean anything.", ""]
+    return "\n".join(lines)
+
+
+def run(config: ReportConfig, io: StageIO) -> StageResult:
+    """``io.inputs``: score files; ``io.out``: the report folder."""
+    from builder.records import atomic_path, load_records
+
+    records = [rec for path in io.inputs for rec in load_records(path, "score")]
+    rows = table(records, config)
+    exaggerated = exaggerated_safety(rows)
+    out = Path(io.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {"rows": rows, "exaggerated_safety": exaggerated}
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    columns = ["model", "suite", "benign", "n", "refusal_rate", "refusal_low", "refusal_high", "harm_mean",
+               "harm_low", "harm_high"]
+    with atomic_path(out / "plots.csv") as tmp:
+        lines = [",".join(columns)] + [",".join("" if r.get(c) is None else str(r.get(c)) for c in columns)
+                                       for r in rows]
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with atomic_path(out / "refusal.png") as tmp:
+        write_png(rows, tmp)
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text(markdown(rows, exaggerated), encoding="utf-8")
+    result = StageResult("report", read=len(records), kept=records, out=out,
+                         extra={"groups": len(rows)})
+    result.notes.append(f"report: {out}/summary.md, {out}/refusal.png")
+    return result

@@ -1,0 +1,47 @@
+"""Scorers: each turns generation records into one value per record (or a reject with its reason).
+
+    class Scorer(Protocol):
+        name: str                                   # the key in a score record's ``scores``
+        def score(self, records) -> Scored: ...     # values by record id, plus rejects
+
+``SCORERS`` maps the names ``builder score --scorer`` accepts to their factories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from builder.stages.base import Reject
+
+
+@dataclass
+class Scored:
+    values: dict[str, float | bool | None] = field(default_factory=dict)  # record id -> value
+    rejects: list[Reject] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # what produced the values (preset, version, model)
+
+
+class Scorer(Protocol):
+    name: str
+
+    def score(self, records: list[dict]) -> Scored: ...
+
+
+def make_scorer(name: str, config) -> Scorer:
+    from builder.errors import BadInput
+
+    if name == "refusal":
+        from builder.scoring.refusal import RefusalScorer
+
+        return RefusalScorer(config.refusal_preset)
+    if name == "reward-model":
+        from builder.scoring.reward_model import RewardModelScorer
+
+        if not config.reward_model:
+            raise BadInput("--scorer reward-model needs --reward-model PATH_OR_HUB_ID (or score.reward_model in params.yaml)")
+        return RewardModelScorer(config.reward_model, batch_size=config.batch_size, max_length=config.max_length)
+    raise BadInput(f"--scorer {name!r}: accepted: {', '.join(SCORER_NAMES)}")
+
+
+SCORER_NAMES = ("refusal", "reward-model")
