@@ -8,19 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from builder.cli import (GEN_FLAGS, LLM_FLAGS, LimitOpt, MetricsOpt, NoCacheOpt, OutOpt, RejectsOpt, app,
-                         command, say)
-
-
-def _stage_io(inputs, out, rejects, metrics):
-    from builder.stages.base import StageIO
-
-    return StageIO(tuple(str(i) for i in inputs), out, rejects, metrics)
-
-
-def _finish(result) -> None:
-    say(result.summary())
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+                         command, finish, say, stage_io)
 
 
 def _llm_options(fn):
@@ -45,7 +33,7 @@ def _llm_options(fn):
 @command
 @_llm_options
 def generate(
-    eval_: Annotated[list[str], typer.Option("--eval", "-e", help="Eval suite files (the seeds' {instructions, inputs} JSON or eval records); repeatable.")] = ...,
+    eval_: Annotated[list[str], typer.Option("--eval", "-e", metavar="PATH", help="Eval suite files (the seeds' {instructions, inputs} JSON or eval records); repeatable.")] = ...,
     out: OutOpt = ...,
     format_: Annotated[Optional[str], typer.Option("--format", help="records | seed ({parameters, inputs, instructions, outputs}); .json out means seed.")] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="safety-tuned-llamas (4 beams, 128 tokens, inputs dropped) | none [params: generate.preset].")] = None,
@@ -70,7 +58,7 @@ def generate(
                                         limit=limit)
     spec = LLMSpec.from_params(params, **llm["llm_flags"])
     seed = format_ == "seed" or (format_ is None and out.suffix == ".json")
-    _finish(run(config, _stage_io(eval_, out, rejects, metrics), llm=spec, use_cache=not no_cache, seed_format=seed))
+    finish(run(config, stage_io(eval_, out, rejects, metrics), llm=spec, use_cache=not no_cache, seed_format=seed))
 
 
 @app.command()
@@ -78,7 +66,7 @@ def generate(
 def score(
     in_: Annotated[str, typer.Option("--in", "-i", help="Generation records (builder generate or ingest --kind generation).")] = ...,
     out: OutOpt = ...,
-    scorer: Annotated[Optional[list[str]], typer.Option("--scorer", "-s", help="refusal | reward-model (repeatable) [params: score.scorers].")] = None,
+    scorer: Annotated[Optional[list[str]], typer.Option("--scorer", "-s", metavar="NAME", help="refusal | reward-model (repeatable) [params: score.scorers].")] = None,
     refusal_preset: Annotated[Optional[str], typer.Option("--refusal-preset", help="xstest-v1 | gcg-v1 | seeds-v1 [params: score.refusal_preset].")] = None,
     reward_model: Annotated[Optional[str], typer.Option("--reward-model", help="Sequence-classification model folder or hub id [params: score.reward_model].")] = None,
     rejects: RejectsOpt = None,
@@ -93,15 +81,15 @@ def score(
 
     config = ScoreConfig.from_params(section("score"), scorers=scorer or None, refusal_preset=refusal_preset,
                                      reward_model=reward_model)
-    _finish(run(config, _stage_io([in_], out, rejects, metrics)))
+    finish(run(config, stage_io([in_], out, rejects, metrics)))
 
 
 @app.command()
 @command
 def report(
-    in_: Annotated[list[str], typer.Option("--in", "-i", help="Score files (builder score); repeatable.")] = ...,
+    in_: Annotated[list[str], typer.Option("--in", "-i", metavar="PATH", help="Score files (builder score); repeatable.")] = ...,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: metrics.json, plots.csv, refusal.png, summary.md.")] = ...,
-    benign: Annotated[Optional[list[str]], typer.Option("--benign", help="A benign suite (repeatable): refusals there are exaggerated safety [params: report.benign_suites].")] = None,
+    benign: Annotated[Optional[list[str]], typer.Option("--benign", metavar="SUITE", help="A benign suite (repeatable): refusals there are exaggerated safety [params: report.benign_suites].")] = None,
 ) -> None:
     """Refusal rate and harmfulness per model and suite with 95 % CIs; metrics, plot data, PNG, Markdown.
 
@@ -111,4 +99,4 @@ def report(
     from builder.report import ReportConfig, run
 
     config = ReportConfig.from_params(section("report"), benign_suites=benign or None)
-    _finish(run(config, _stage_io(in_, out, None, None)))
+    finish(run(config, stage_io(in_, out, None, None)))

@@ -119,7 +119,8 @@ def markdown(rows: list[dict], exaggerated: dict[str, float]) -> str:
 
 def run(config: ReportConfig, io: StageIO) -> StageResult:
     """``io.inputs``: score files; ``io.out``: the report folder."""
-    from builder.records import atomic_path, load_records
+    from builder.records import atomic_path
+    from builder.validate import load_records
 
     records = [rec for path in io.inputs for rec in load_records(path, "score")]
     rows = table(records, config)

@@ -100,7 +100,8 @@ def load_suites(paths, limit: int | None) -> list[dict]:
     the file name (the seeds' files carry none)."""
     from pathlib import Path
 
-    from builder.records import load_records, record_id
+    from builder.records import record_id
+    from builder.validate import load_records
 
     records = []
     for path in paths:

@@ -33,10 +33,10 @@ def ingest(sources: list[str], kind: str, out: Path, *, mapping_pairs=(), quaran
     problems, per_source, written, bad = [], [], 0, 0
     seen, duplicates = FirstSeen(), 0
     empty = dict.fromkeys(text_fields(kind), 0)
-    with atomic_outputs(), contextlib.ExitStack() as outputs:
+    with atomic_outputs(), contextlib.ExitStack() as files:
         # Written chunk by chunk: memory stays flat on any file size (only id hashes are kept).
-        good_out = outputs.enter_context(record_writer(out, kind))
-        bad_out = outputs.enter_context(record_writer(quarantine)) if quarantine is not None else None
+        good_out = files.enter_context(record_writer(out, kind))
+        bad_out = files.enter_context(record_writer(quarantine)) if quarantine is not None else None
         for source in sources:
             source_good = source_bad = 0
             rows = None

@@ -25,7 +25,8 @@ def run(config: ScoreConfig, io: StageIO) -> StageResult:
     """One score record per generation with every scorer's value in ``scores`` (the score schema's id
     covers the generation's content only, so one record per (generation, scorer) would repeat ids).
     A generation some scorer failed on keeps the others' values and goes to rejects for that scorer."""
-    from builder.records import load_records, record_id
+    from builder.records import record_id
+    from builder.validate import load_records
     from builder.scoring import make_scorer
 
     records = load_records(io.input, "generation")
