@@ -65,7 +65,7 @@ def test_repro_builds_pairs_then_reruns_only_what_changed(tmp_path, builder_cach
     # A fix in the judge's code reruns judge (and what follows when its output changes), nothing before it.
     with open(project / "builder/stages/judge.py", "a", encoding="utf-8") as f:
         f.write("\n# a fix\n")
-    status = sh("dvc", "status", cwd=project)
+    status = sh("dvc", "status", "--with-deps", CHAIN, cwd=project)  # the chain this test built
     changed = {line.split(":")[0].strip() for line in status.splitlines() if line and not line[0].isspace()}
     assert changed == {"judge"} and "builder/stages/judge.py" in status, status
     # DVC reruns judge; what follows reruns if judge's output changes (DVC compares hashes at each step).

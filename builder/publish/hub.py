@@ -88,8 +88,7 @@ def stage(source: Path, out: Path, *, repo: str, license: str | None, metrics_di
     problems = []
     for parquet in sorted(out.glob("data/*.parquet")):
         result = check(str(parquet), guess_kind(str(parquet)), semantic=False)
-        problems += [f"{parquet.name} {entry['where']}: " + "; ".join(f"{p['field']}: {p['message']}" for p in entry["problems"])
-                     for entry in result.bad]
+        problems += [f"{parquet.name} {entry['where']}: {entry['detail']}" for entry in result.bad]
     if problems:
         raise BadInput(f"{source}: {len(problems)} invalid records, nothing pushed; fix them "
                        f"(`builder validate`) and publish again:\n  " + "\n  ".join(problems[:20]))

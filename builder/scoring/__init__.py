@@ -4,28 +4,12 @@
         name: str                                   # the key in a score record's ``scores``
         def score(self, records) -> Scored: ...     # values by record id, plus rejects
 
-``SCORERS`` maps the names ``builder score --scorer`` accepts to their factories.
+``make_scorer`` builds the scorer a ``builder score --scorer`` name stands for.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
-
-from builder.stages.base import Reject
-
-
-@dataclass
-class Scored:
-    values: dict[str, float | bool | None] = field(default_factory=dict)  # record id -> value
-    rejects: list[Reject] = field(default_factory=list)
-    meta: dict = field(default_factory=dict)  # what produced the values (preset, version, model)
-
-
-class Scorer(Protocol):
-    name: str
-
-    def score(self, records: list[dict]) -> Scored: ...
+from builder.scoring.base import Scored, Scorer  # noqa: F401  (the package's public names)
 
 
 def make_scorer(name: str, config) -> Scorer:

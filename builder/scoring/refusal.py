@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from builder.scoring import Scored
+from builder.scoring.base import Scored
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ usable harm-classifier weights offline: real scores need a real model (tests use
 
 from __future__ import annotations
 
-from builder.scoring import Scored
+from builder.scoring.base import Scored
 
 FORMAT = "\n\nHuman: {instruction}\n\nAssistant: {response}"
 

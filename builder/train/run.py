@@ -207,7 +207,15 @@ def _live(folder: Path, resume: bool):
         return None
     from dvclive import Live
 
-    return Live(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+    class FilesOnlyLive(Live):
+        """dvclive writing its files only. Its git/DVC setup (experiments, Studio) is unused here, and
+        it fails in a git repository without commits (dvclive reads HEAD before checking for one):
+        a fresh `git init` then `dvc repro` is how many projects start."""
+
+        def _init_dvc(self):
+            self._dvc_file = self._init_dvc_file()
+
+    return FilesOnlyLive(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
 
 
 def _metrics_callback(live):
