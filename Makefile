@@ -30,6 +30,8 @@ demo: setup
 	[print(f"  {p}: " + ", ".join(f"{k} {v}" for k, v in json.load(open(p)).items() if k in keys)) for p in sorted(glob.glob("metrics/**/*.json", recursive=True))]'
 	@echo "== outputs (data/pairs is the preference dataset: datasets.load_dataset('data/pairs')) =="
 	@find data -type f \( -name '*.jsonl' -o -name '*.parquet' -o -name '*.json' -o -name '*.csv' \) -not -path 'data/sample/*' | sort | sed 's/^/  /'
+	@echo "== the report: reports/eval/summary.md (figure: reports/eval/refusal.png; numbers: reports/eval/metrics.json) =="
+	@cat reports/eval/summary.md
 
 test: setup
 	$(BIN)/python -m pytest -q

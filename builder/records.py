@@ -153,8 +153,9 @@ class Row:
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (field, message, code)
 
 
-def read_rows(source: str) -> Iterator[Row]:
+def read_rows(source: str | Path) -> Iterator[Row]:
     """Rows of a file, chosen by extension, or of ``hf://ORG/NAME[:CONFIG]/SPLIT``."""
+    source = str(source)
     if source.startswith("hf://"):
         yield from _read_hf(source)
         return

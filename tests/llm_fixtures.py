@@ -368,7 +368,10 @@ class TransformersServe:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         exe = Path(sys.executable).parent / "transformers"
         cmd = [str(exe) if exe.exists() else "transformers", "serve", model_dir, "--host", "127.0.0.1",
-               "--port", str(self.port), "--device", "cpu", "--dtype", "float32", "--continuous-batching"]
+               "--port", str(self.port), "--device", "cpu", "--dtype", "float32", "--continuous-batching",
+               # A bounded KV cache: by default it reserves 60 % of free RAM (14 GB here), and two servers
+               # at once (parallel test runs) ended in the OOM killer.
+               "--cb-block-size", "32", "--cb-num-blocks", "512"]
         hub_cache.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1"}
         self.log = log

@@ -87,6 +87,9 @@ def test_diff_names_changed_removed_added_and_split_moves(tmp_path):
     assert "~1 changed" in done.stdout and "kinder" in done.stdout
     # the stratified split moved some prompts: every move is reported, train<->test ones as leaks
     assert report["counts"]["leaks"] == len(report["leaks"]) <= report["counts"]["moved"]
+    assert report["moved"]
+    for entry in report["moved"][:5]:  # and the terminal names the moved records
+        assert f"{entry['old_split']} -> {entry['new_split']}" in done.stdout and entry["prompt"][:30] in done.stdout
     failed = builder("diff", old, new, "--fail-on", "removed>0,added>5", cwd=tmp_path)
     assert failed.returncode == 1 and "removed 1 > 0" in failed.stderr
     assert builder("diff", old, new, "--fail-on", "removed>>0", cwd=tmp_path).returncode == 2

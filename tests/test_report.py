@@ -75,3 +75,16 @@ def test_ingest_outputs_naming_a_missing_column_is_bad_input(tmp_path):
     run = builder("ingest", wide, "--kind", "generation", "--outputs", "gpt4,llama", "--out", tmp_path / "g.jsonl",
                   cwd=tmp_path)
     assert run.returncode == 2 and "llama" in run.stderr
+
+
+def test_report_on_a_folder_reads_every_score_file_in_it_but_rejects(tmp_path):
+    """The pipeline reports on data/eval/scores, whatever models the generate matrix produced."""
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    write_jsonl(scores / "base.jsonl", [score("base", "I-CoNa", i < 1) for i in range(2)])
+    write_jsonl(scores / "n100.jsonl", [score("n100", "I-CoNa", True) for _ in range(3)])
+    (scores / "n100.rejects.jsonl").write_text('{"not": "a score record"}\n')
+    run = builder("report", "--in", scores, "--out", tmp_path / "rep", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads((tmp_path / "rep" / "metrics.json").read_text())["rows"]
+    assert {(r["model"], r["n"], r["refusal_rate"]) for r in rows} == {("base", 2, 0.5), ("n100", 3, 1.0)}

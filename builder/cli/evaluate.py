@@ -87,7 +87,7 @@ def score(
 @app.command()
 @command
 def report(
-    in_: Annotated[list[str], typer.Option("--in", "-i", metavar="PATH", help="Score files (builder score); repeatable.")] = ...,
+    in_: Annotated[list[str], typer.Option("--in", "-i", metavar="PATH", help="Score files (builder score), or a folder of them; repeatable.")] = ...,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: metrics.json, plots.csv, refusal.png, summary.md.")] = ...,
     benign: Annotated[Optional[list[str]], typer.Option("--benign", metavar="SUITE", help="A benign suite (repeatable): refusals there are exaggerated safety [params: report.benign_suites].")] = None,
 ) -> None:

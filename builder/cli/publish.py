@@ -38,7 +38,7 @@ def diff(
     new: Annotated[str, typer.Argument(help="New version: a path or REV:PATH.")],
     json_: Annotated[Optional[Path], typer.Option("--json", help="Write the full report here as JSON.")] = None,
     fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="Exit 1 when a count exceeds its limit: added>100,removed>0,changed>N,moved>N,leaks>0.")] = None,
-    show: Annotated[int, typer.Option(help="How many changed records to show side by side.")] = 5,
+    show: Annotated[int, typer.Option(help="How many changed and moved records to show.")] = 5,
     rejects: Annotated[Optional[list[Path]], typer.Option("--rejects", metavar="PATH", help="NEW's rejects files (repeatable): say which stage dropped each removed record.")] = None,
 ) -> None:
     """Compare two versions record by record: added, removed, changed (which fields, which stage), split moves, shifts.

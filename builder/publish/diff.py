@@ -270,6 +270,7 @@ def diff(old: str, new: str, rejects: list[str] = ()) -> dict:
 def render(report: dict, show: int = 5) -> None:
     """The human summary on stdout; rich colours it only when stdout is a terminal."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     console = Console(highlight=False, soft_wrap=True)  # long lines stay whole in logs and pipes
     c = report["counts"]
@@ -288,6 +289,12 @@ def render(report: dict, show: int = 5) -> None:
     for key in sorted(set(old_d) | set(new_d)):
         if old_d.get(key) != new_d.get(key):
             console.print(f"  {key}: {old_d.get(key)} -> {new_d.get(key)}")
+    for entry in report["moved"][:show]:  # the records that moved, named (all of them in --json)
+        leak = " (leak)" if entry in report["leaks"] else ""
+        console.print(f"  moved{leak}: {escape(str(entry.get('prompt') or entry.get('id'))[:100])!r} "
+                      f"{entry['old_split']} -> {entry['new_split']}")
+    if len(report["moved"]) > show:
+        console.print(f"  ... {len(report['moved']) - show} more moved (--show N, or --json)")
     if report["changed"][:show]:
         table = Table(title=f"first {min(show, len(report['changed']))} changed records", show_lines=True)
         for column in ("source", "field", "old", "new"):

@@ -117,12 +117,24 @@ def markdown(rows: list[dict], exaggerated: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def score_files(inputs) -> list[str]:
+    """The score files named, a folder standing for the .jsonl files in it (in name order, rejects
+    files left out): the pipeline reports on data/eval/scores, whatever models the matrix produced."""
+    files = []
+    for path in map(str, inputs):
+        if Path(path).is_dir():
+            files += sorted(str(p) for p in Path(path).glob("*.jsonl") if not p.name.endswith(".rejects.jsonl"))
+        else:
+            files.append(path)
+    return files
+
+
 def run(config: ReportConfig, io: StageIO) -> StageResult:
     """``io.inputs``: score files; ``io.out``: the report folder."""
     from builder.records import atomic_path
     from builder.validate import load_records
 
-    records = [rec for path in io.inputs for rec in load_records(path, "score")]
+    records = [rec for path in score_files(io.inputs) for rec in load_records(path, "score")]
     rows = table(records, config)
     exaggerated = exaggerated_safety(rows)
     out = Path(io.out)
