@@ -49,7 +49,7 @@ def report_problems(problems, limit: int) -> None:
     for problem in problems[:limit]:
         say(str(problem))
     if len(problems) > limit:
-        say(f"... and {len(problems) - limit} more problems (all of them are in the --quarantine file)")
+        say(f"... and {len(problems) - limit} more problems (all of them are in the --rejects file)")
 
 
 def command(fn):
@@ -92,6 +92,20 @@ def _terminate_like_ctrl_c() -> None:
 
 KindOpt = Annotated[str, typer.Option("--kind", "-k", help="responses|instructions|preferences|sft|eval|generation|score")]
 MapOpt = Annotated[Optional[list[str]], typer.Option("--map", metavar="NEW=OLD", help="Rename a column: NEW=OLD (repeatable).")]
+AgainstOpt = Annotated[Optional[list[str]], typer.Option("--against", metavar="EVAL", help="Eval suite no record may leak (repeatable) [params: validate.against].")]
+RejectsOpt = Annotated[Optional[Path], typer.Option("--rejects", help="Write each rejected record here with its reason (JSONL).")]
+MetricsOpt = Annotated[Optional[Path], typer.Option("--metrics", help="Write counts in/out/rejected by reason and category (JSON, a DVC metric).")]
+# The names these flags had before one vocabulary (issue 8): still accepted, no longer shown.
+QuarantineAlias = Annotated[Optional[Path], typer.Option("--quarantine", hidden=True)]
+ReportAlias = Annotated[Optional[Path], typer.Option("--report", hidden=True)]
+ExcludeAlias = Annotated[Optional[list[str]], typer.Option("--exclude", metavar="EVAL", hidden=True)]
+
+
+def either(flag, alias, name: str, alias_name: str):
+    """A flag given under its canonical name or its old one (not both, with different values)."""
+    if flag is not None and alias is not None and flag != alias:
+        raise BadInput(f"--{alias_name} is the old name of --{name}; give only --{name}")
+    return flag if flag is not None else alias
 
 
 @app.command()
@@ -101,24 +115,19 @@ def ingest(
     kind: KindOpt = ...,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl, .parquet, .json, .csv).")] = ...,
     map_: MapOpt = None,
-    quarantine: Annotated[Optional[Path], typer.Option(help="Write rows that cannot be read here, with reasons.")] = None,
+    rejects: Annotated[Optional[Path], typer.Option("--rejects", help="Write rows that cannot be read here, with reasons.")] = None,
     outputs: Annotated[Optional[str], typer.Option("--outputs", help="Wide files: model output columns COL,COL,... -> one generation record per (row, column).")] = None,
+    quarantine: QuarantineAlias = None,
 ) -> None:
     """Read sources into records of one kind, with ids and provenance.
 
     Example: builder ingest posts.csv --kind responses --map text=body --out data/responses.jsonl
     """
-    from builder.stages.ingest import ingest as run
+    from builder.stages.ingest import Config, run
     from builder.stages.widen import parse_outputs
 
-    summary = run(sources, kind, out, mapping_pairs=map_ or [], quarantine=quarantine, outputs=parse_outputs(outputs))
-    say(summary.message)
-    if summary.problems:
-        report_problems(summary.problems, 50)
-        say(f"error: {len(summary.problems)} problems in {summary.bad} rows; the {summary.written} good records "
-            f"were written to {out}" + (f" and the bad rows to {quarantine}" if quarantine else
-                                         "; add --quarantine BAD.jsonl to keep the bad rows"))
-        raise typer.Exit(2)
+    config = Config.from_params(None, kind=kind, map=map_, outputs=parse_outputs(outputs))
+    finish(run(config, stage_io(sources, out, either(rejects, quarantine, "rejects", "quarantine"))), problems_shown=50)
 
 
 @app.command()
@@ -127,26 +136,27 @@ def validate(
     path: Annotated[str, typer.Argument(help="File to check (any readable format).")],
     kind: Annotated[Optional[str], typer.Option("--kind", "-k", help="Record kind; guessed from the fields if omitted.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the good records here.")] = None,
-    quarantine: Annotated[Optional[Path], typer.Option(help="Write each bad record here with its reasons.")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Write JSON stats here (usable as a DVC metric).")] = None,
-    against: Annotated[Optional[list[str]], typer.Option(metavar="EVAL", help="Eval suite to check for contamination (repeatable).")] = None,
+    rejects: Annotated[Optional[Path], typer.Option("--rejects", help="Write each bad record here with its reasons.")] = None,
+    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Write JSON stats here (a DVC metric).")] = None,
+    against: AgainstOpt = None,
     map_: MapOpt = None,
     max_chars: Annotated[Optional[int], typer.Option(help="Longest text field allowed [params: validate.max_chars].")] = None,
-    allow_quarantine: Annotated[bool, typer.Option(help="Exit 0 when bad records were quarantined (for pipelines).")] = False,
+    allow_rejects: Annotated[bool, typer.Option("--allow-rejects", help="Exit 0 when the bad records went to --rejects (for pipelines).")] = False,
+    quarantine: QuarantineAlias = None,
+    report: ReportAlias = None,
+    allow_quarantine: Annotated[bool, typer.Option("--allow-quarantine", hidden=True)] = False,
 ) -> None:
     """Check records: schema, empty text, chosen == rejected, length, duplicates, eval leaks.
 
-    Example: builder validate contrib.jsonl --kind preferences --against evals/I-CoNa.json --quarantine bad.jsonl
+    Example: builder validate contrib.jsonl --kind preferences --against evals/I-CoNa.json --rejects bad.jsonl
     """
-    from builder.stages.validate import validate as run
+    from builder.stages.validate import Config, run
 
-    outcome = run(path, kind, out=out, quarantine=quarantine, report=report, against=against,
-                  mapping_pairs=map_ or [], max_chars=max_chars)
-    if outcome.problems:
-        report_problems(outcome.problems, outcome.shown)
-    say(outcome.message)
-    if outcome.problems and not (allow_quarantine and quarantine is not None):
-        raise typer.Exit(2)
+    config = Config.from_project(kind=kind, map=map_, max_chars=max_chars, against=against or None,
+                                 allow_rejects=allow_rejects or allow_quarantine)
+    io = stage_io([path], out, either(rejects, quarantine, "rejects", "quarantine"),
+                  either(metrics, report, "metrics", "report"))
+    finish(run(config, io), problems_shown=config.max_problems_shown)
 
 
 @app.command()
@@ -159,31 +169,22 @@ def mix(
     task: Annotated[Optional[str], typer.Option(help="none|case|cloze|sentiment|summarize|translate|mix: cross-task defense examples [params: mix.task].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the draw [params: mix.seed].")] = None,
     refusal: Annotated[Optional[str], typer.Option(help="Refusal for documents from response records [params: mix.refusal].")] = None,
-    against: Annotated[Optional[list[str]], typer.Option(metavar="EVAL", help="Eval suite no example may leak (repeatable) [params: validate.against].")] = None,
+    against: AgainstOpt = None,
     safety_kind: Annotated[Optional[str], typer.Option(help="sft|preferences|responses, when the fields do not tell.")] = None,
     manifest: Annotated[Optional[Path], typer.Option(help="Manifest JSON (seed, n, sources' sha256, safety ids) [default: OUT's stem + .manifest.json].")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Composition report JSON (a DVC metric).")] = None,
+    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Composition JSON: counts per source, category and task (a DVC metric).")] = None,
+    report: ReportAlias = None,
 ) -> None:
     """General instruction data + N safety examples drawn with a seed (nested across N).
 
     Example: builder mix --general alpaca.json --safety safety_only_data_Instructions.json --n 300 --out saferpaca_300.json
     """
-    from builder.config import pick, section
-    from builder.stages.mix import DEFAULT_REFUSAL, DEFAULT_SEED, mix as run_mix
+    from builder.stages.mix import Config, run
 
-    params, checks = section("mix"), section("validate")
-    missing = [f"--{name}" for name, value in (("general", pick(general, params, "general")),
-                                               ("safety", pick(safety, params, "safety")),
-                                               ("n", pick(n, params, "n"))) if value is None]
-    if missing:
-        raise BadInput(f"{' and '.join(missing)} required (or set them in params.yaml under mix:)")
-    outcome = run_mix(pick(general, params, "general"), pick(safety, params, "safety"), pick(n, params, "n"), out,
-                      task=pick(task, params, "task", "none"), seed=pick(seed, params, "seed", DEFAULT_SEED),
-                      refusal=pick(refusal, params, "refusal", DEFAULT_REFUSAL),
-                      against=against if against else checks.get("against", []),
-                      ngram=checks.get("contamination_ngram", 8), safety_kind=safety_kind,
-                      manifest=manifest, report=report)
-    say(outcome.message)
+    config = Config.from_project(general=general, safety=safety, n=n, task=task, seed=seed, refusal=refusal,
+                                 against=against or None, safety_kind=safety_kind,
+                                 manifest=str(manifest) if manifest else None)
+    finish(run(config, stage_io(config.inputs(), out, None, either(metrics, report, "metrics", "report"))))
 
 
 # Options shared by every LLM stage (induce, filter, respond, judge, score); None = take params.yaml.
@@ -200,7 +201,6 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.")
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Ignore cached completions (new ones are still stored).")]
 MaxBudgetOpt = Annotated[Optional[float], typer.Option("--max-budget", help="openai: stop sending once this many dollars were spent (needs llm.prices) [params: llm.max_budget_usd].")]
 DryRunOpt = Annotated[Optional[bool], typer.Option("--dry-run", help="Count the requests not in the cache and estimate tokens and cost; send nothing.")]
-RejectsOpt = Annotated[Optional[Path], typer.Option("--rejects", help="Write each failed record here with its reason (JSONL).")]
 
 
 cache_app = typer.Typer(help="The LLM completion cache ($BUILDER_CACHE or ~/.cache/builder).\n\nExample: builder cache stats",
@@ -287,7 +287,6 @@ LLM_FLAGS = {"backend": BackendOpt, "model": ModelOpt, "base_url": BaseUrlOpt, "
 GEN_FLAGS = {"max_new_tokens": MaxNewTokensOpt, "temperature": TemperatureOpt, "seed": SeedOpt}
 InOpt = Annotated[str, typer.Option("--in", "-i", help="Input records (any readable format).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output records (.jsonl, .json, .parquet, .csv).")]
-MetricsOpt = Annotated[Optional[Path], typer.Option("--metrics", help="Write counts in/out/rejected by reason and category (JSON, a DVC metric).")]
 
 
 def llm_stage(fn):
@@ -318,14 +317,10 @@ def llm_stage(fn):
     return wrapper
 
 
-def say_stage(metrics: dict, out) -> None:
-    from builder.metrics import summary_line
-
-    say(summary_line(metrics, out))
-
-
-def finish(result) -> None:
-    """Print a stage's summary (and its notes: the LLM summary, errors) and exit with its code."""
+def finish(result, problems_shown: int = 50) -> None:
+    """Print a stage's input problems (the first ``problems_shown``), its summary (and its notes: the
+    LLM summary, errors) and exit with its code."""
+    report_problems(result.problems, problems_shown)
     say(result.summary())
     if result.exit_code:
         raise typer.Exit(result.exit_code)
@@ -335,12 +330,10 @@ def stage_io(inputs, out, rejects=None, metrics=None):
     """The stage's paths; the ones it writes must be distinct (a quarantine must never replace the output)."""
     from builder.stages.base import StageIO
 
-    io = StageIO(tuple(str(i) for i in inputs), out, rejects, metrics)
-    written = [Path(p).resolve() for p in io.outputs()]
-    if len(set(written)) != len(written):
-        raise BadInput("--out, --rejects and --metrics must name different files: "
-                       + ", ".join(str(p) for p in io.outputs()))
-    return io
+    from builder.records import distinct_outputs
+
+    distinct_outputs(out=out, rejects=rejects, metrics=metrics)
+    return StageIO(tuple(str(i) for i in inputs), out, rejects, metrics)
 
 
 def run_llm_stage(name: str, stage: dict, **own) -> None:
@@ -419,28 +412,21 @@ def pairs(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: a Hugging Face dataset (parquet per split).")] = ...,
     test_size: Annotated[Optional[float], typer.Option(help="Share of each category held out as test_prefs [params: pairs.test_size].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the split [params: pairs.seed].")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option(metavar="EVAL", help="Eval suite whose prompts must not appear (repeatable) [params: validate.against].")] = None,
+    against: AgainstOpt = None,
     export: Annotated[Optional[list[str]], typer.Option(metavar="FORMAT", help="Also write: conversational (TRL messages) | csv (Safer-Instruct layout) [params: pairs.exports].")] = None,
     rejects: RejectsOpt = None,
     metrics: MetricsOpt = None,
+    exclude: ExcludeAlias = None,
 ) -> None:
     """Final preference pairs: de-duplicated, eval-clean, split by category, as a Hugging Face dataset.
 
-    Example: builder pairs --in data/judged/pairs.jsonl --out data/pairs --exclude evals/I-CoNa.json --export csv
+    Example: builder pairs --in data/judged/pairs.jsonl --out data/pairs --against evals/I-CoNa.json --export csv
     """
-    from builder.config import pick, section
-    from builder.metrics import summary_line
-    from builder.stages.pairs import pairs as run
-    from builder.validate import Limits
+    from builder.stages.pairs import Config, run
 
-    params, checks = section("pairs"), section("validate")
-    limits = Limits(max_chars=checks.get("max_chars", Limits.max_chars),
-                    near_duplicates=checks.get("near_duplicates", Limits.near_duplicates),
-                    contamination_ngram=checks.get("contamination_ngram", Limits.contamination_ngram))
-    metrics_out = run(in_, out, test_size=pick(test_size, params, "test_size", 0.1), seed=pick(seed, params, "seed", 0),
-                      exclude=exclude or checks.get("against", []), exports=export or params.get("exports", []),
-                      limits=limits, rejects_path=rejects, metrics_path=metrics)
-    say(summary_line(metrics_out, out) + "; splits: " + ", ".join(f"{k} {v}" for k, v in metrics_out["splits"].items()))
+    config = Config.from_project(test_size=test_size, seed=seed, exports=export or None,
+                                 against=either(against or None, exclude or None, "against", "exclude"))
+    finish(run(config, stage_io([in_], out, rejects, metrics)))
 
 
 @app.command()
