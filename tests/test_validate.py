@@ -147,21 +147,6 @@ def test_allow_rejects_is_for_pipelines(tmp_path):
     assert builder("validate", path, "--kind", "preferences", "--allow-rejects").returncode == 2  # no rejects file
 
 
-def test_old_flag_names_still_work_but_are_not_shown(tmp_path):
-    """--quarantine, --report and --allow-quarantine were validate's names for --rejects, --metrics and
-    --allow-rejects (issue 8: one vocabulary); scripts that use them keep working."""
-    path = write_jsonl(tmp_path / "in.jsonl", GOOD + [pref(" ")])
-    result = builder("validate", path, "--kind", "preferences", "--quarantine", tmp_path / "q.jsonl",
-                     "--report", tmp_path / "r.json", "--allow-quarantine")
-    assert result.returncode == 0, result.stderr
-    assert len(read_jsonl(tmp_path / "q.jsonl")) == 1 and json.loads((tmp_path / "r.json").read_text())["quarantined"] == 1
-    both = builder("validate", path, "--rejects", tmp_path / "a.jsonl", "--quarantine", tmp_path / "b.jsonl")
-    assert both.returncode == 2 and "--quarantine is the old name of --rejects" in both.stderr
-    shown = builder("validate", "--help").stdout
-    assert "--rejects" in shown and "--metrics" in shown
-    assert "--quarantine" not in shown and "--report" not in shown and "--allow-quarantine" not in shown
-
-
 def test_records_of_another_kind_give_one_line_naming_the_kind_they_look_like(tmp_path):
     responses = [{"text": f"a hateful post number {n} about group {n * 3}", "category": "hate"} for n in range(500)]
     path = write_jsonl(tmp_path / "responses.jsonl", responses)
