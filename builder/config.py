@@ -92,7 +92,8 @@ class StageConfig:
                 if key not in names or (where == "params.yaml" and names[key].metadata.get("flag_only")):
                     if where == "params.yaml" and key in cls.ignored_keys():
                         continue
-                    accepted = ", ".join(sorted(names))
+                    accepted = ", ".join(sorted(n for n, f in names.items()
+                                                if where == "flag" or not f.metadata.get("flag_only")))
                     raise BadInput(f"{where}: {cls.section_name}.{key}: unknown key; accepted: {accepted}")
                 values[key] = value
         try:
