@@ -107,7 +107,7 @@ def run_size(n: int, tmp: Path, naive_up_to: int) -> dict:
     print(f"synthesized {n:,} records ({src.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.1f} s", flush=True)
     quarantine = tmp / "bad.jsonl"
     proc, ours, cpu, peak = measured([sys.executable, "-m", "builder", "validate", str(src), "--kind", "preferences",
-                                 "--out", str(tmp / "good.jsonl"), "--quarantine", str(quarantine)], tmp)
+                                 "--out", str(tmp / "good.jsonl"), "--rejects", str(quarantine)], tmp)
     assert proc.returncode == 2, proc.stderr[-2000:]
     ours_flagged = {int(json.loads(l)["where"].rsplit(":", 1)[1]) for l in quarantine.open(encoding="utf-8")}
     print(f"{n:>9,} builder validate : {ours:6.1f} s wall, {cpu:6.1f} s CPU  {n / ours:>9,.0f} records/s  "

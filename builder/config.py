@@ -59,10 +59,27 @@ class StageConfig:
         config = JudgeConfig.from_params(section("judge"), mode=flag_mode)   # None = flag not given
 
     Unknown keys and values of the wrong type are bad input (exit 2) naming ``<section>.<key>``.
-    ``section_name`` is the params.yaml section the stage reads.
+    ``section_name`` is the params.yaml section the stage reads. Two field metadata keys say where else
+    a value comes from (tests/test_params_schema.py checks every field against the params schema):
+
+    - ``"flag_only": True``: set per run by a flag (a file's kind, a manifest path), never in params.yaml;
+    - ``"section": "validate"``: a key of another section the stage shares (``validate.against``):
+      ``from_project`` reads it from there.
     """
 
     section_name: str = ""
+
+    @classmethod
+    def from_project(cls, path: str = PARAMS_FILE, **flags):
+        """The stage's params.yaml section, plus the keys it shares with other sections, flags on top."""
+        import dataclasses
+
+        params = {}
+        for f in dataclasses.fields(cls):
+            other = f.metadata.get("section")
+            if other and f.name in section(other, path):
+                params[f.name] = section(other, path)[f.name]
+        return cls.from_params({**params, **section(cls.section_name, path)}, **flags)
 
     @classmethod
     def from_params(cls, params: dict | None = None, **flags):
@@ -72,10 +89,11 @@ class StageConfig:
         values = {}
         for source, where in ((params or {}, "params.yaml"), ({k: v for k, v in flags.items() if v is not None}, "flag")):
             for key, value in source.items():
-                if key not in names:
+                if key not in names or (where == "params.yaml" and names[key].metadata.get("flag_only")):
                     if where == "params.yaml" and key in cls.ignored_keys():
                         continue
-                    accepted = ", ".join(sorted(names))
+                    accepted = ", ".join(sorted(n for n, f in names.items()
+                                                if where == "flag" or not f.metadata.get("flag_only")))
                     raise BadInput(f"{where}: {cls.section_name}.{key}: unknown key; accepted: {accepted}")
                 values[key] = value
         try:

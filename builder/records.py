@@ -557,7 +557,7 @@ def _alive(pid: int) -> bool:
 
 
 def distinct_outputs(**paths: str | Path | None) -> None:
-    """Exit 2 when two outputs (e.g. --out and --quarantine) name the same file: one would overwrite the other."""
+    """Exit 2 when two outputs (e.g. --out and --rejects) name the same file: one would overwrite the other."""
     seen: dict[Path, str] = {}
     for option, path in paths.items():
         if path is None:

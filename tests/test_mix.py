@@ -41,7 +41,7 @@ def run_mix(tmp_path: Path, *args, out: str = "mix.json", general=SAMPLE / "gene
     """Run the real CLI in tmp_path (no params.yaml there, so only the given flags count)."""
     out_path = tmp_path / out
     result = builder("mix", "--general", general, "--safety", safety, "--out", out_path,
-                     "--report", tmp_path / f"{out_path.stem}.report.json", *args, cwd=tmp_path)
+                     "--metrics", tmp_path / f"{out_path.stem}.report.json", *args, cwd=tmp_path)
     return result, out_path, tmp_path / f"{out_path.stem}.manifest.json", tmp_path / f"{out_path.stem}.report.json"
 
 

@@ -156,8 +156,8 @@ def test_outputs_must_be_distinct_and_not_a_folder(tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(GOOD_LINES) + "\n")
     same = tmp_path / "same.jsonl"
-    assert_one_line_exit(builder("validate", src, "--kind", "preferences", "--out", same, "--quarantine", same),
-                         2, "--out and --quarantine are both")
+    assert_one_line_exit(builder("validate", src, "--kind", "preferences", "--out", same, "--rejects", same),
+                         2, "--out and --rejects are both")
     assert_one_line_exit(builder("ingest", src, "--kind", "preferences", "--out", tmp_path), 2, "is a folder")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-from builder.metrics import reject
 from builder.stages.base import Reject
 from tests.conftest import REPO, builder, read_jsonl
 
@@ -27,9 +26,9 @@ def test_every_rejects_file_loads_into_one_dataset(tmp_path):
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     ingested, ingest_q = tmp_path / "ingested.jsonl", tmp_path / "ingest_q.jsonl"
-    assert builder("ingest", src, "--kind", "preferences", "--out", ingested, "--quarantine", ingest_q).returncode == 2
+    assert builder("ingest", src, "--kind", "preferences", "--out", ingested, "--rejects", ingest_q).returncode == 2
     validate_q = tmp_path / "validate_q.jsonl"
-    builder("validate", src, "--kind", "preferences", "--quarantine", validate_q)
+    builder("validate", src, "--kind", "preferences", "--rejects", validate_q)
     pairs_rejects = tmp_path / "pairs_rejects.jsonl"
     result = builder("pairs", "--in", ingested, "--out", tmp_path / "pairs", "--rejects", pairs_rejects)
     assert result.returncode == 0, result.stderr
@@ -42,7 +41,7 @@ def test_every_rejects_file_loads_into_one_dataset(tmp_path):
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "mix.manifest.json").read_text(encoding="utf-8"))
 
-    llm_reject = reject("judge", good[1], "judge-rule", "the judge preferred the rejected answer", raw="B")
+    llm_reject = Reject("judge", "judge-rule", "the judge preferred the rejected answer", record=good[1], raw="B").as_dict()
     entries = {"ingest": read_jsonl(ingest_q), "validate": read_jsonl(validate_q), "pairs": read_jsonl(pairs_rejects),
                "mix": manifest["safety"]["excluded"], "judge": [llm_reject]}
     for stage, found in entries.items():

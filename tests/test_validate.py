@@ -20,8 +20,8 @@ GOOD = [pref(f"question number {n} about topic {n * 7}") for n in range(1, 6)]
 
 def run_validate(tmp_path, path, *extra):
     out, bad, report = tmp_path / "good.jsonl", tmp_path / "bad.jsonl", tmp_path / "report.json"
-    result = builder("validate", path, "--kind", "preferences", "--out", out, "--quarantine", bad,
-                     "--report", report, *extra)
+    result = builder("validate", path, "--kind", "preferences", "--out", out, "--rejects", bad,
+                     "--metrics", report, *extra)
     return result, read_jsonl(out), read_jsonl(bad), json.loads(report.read_text())
 
 
@@ -132,7 +132,7 @@ def test_many_problems_are_capped_then_counted(tmp_path):
     problem_lines = [l for l in result.stderr.splitlines() if l.startswith(f"{path}:") and not l.startswith(f"{path}: ")]
     assert len(problem_lines) == 20  # params.yaml: validate.max_problems_shown
     assert "... and" in result.stderr and "more problems" in result.stderr
-    assert "add --quarantine BAD.jsonl" in result.stderr
+    assert "add --rejects BAD.jsonl" in result.stderr
 
 
 def test_kind_is_guessed_when_omitted(seed, tmp_path):
@@ -140,10 +140,11 @@ def test_kind_is_guessed_when_omitted(seed, tmp_path):
     assert result.returncode == 0 and "read as eval" in result.stderr
 
 
-def test_allow_quarantine_is_for_pipelines(tmp_path):
+def test_allow_rejects_is_for_pipelines(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", GOOD + [pref(" ")])
-    result = builder("validate", path, "--kind", "preferences", "--quarantine", tmp_path / "q.jsonl", "--allow-quarantine")
+    result = builder("validate", path, "--kind", "preferences", "--rejects", tmp_path / "q.jsonl", "--allow-rejects")
     assert result.returncode == 0 and len(read_jsonl(tmp_path / "q.jsonl")) == 1
+    assert builder("validate", path, "--kind", "preferences", "--allow-rejects").returncode == 2  # no rejects file
 
 
 def test_records_of_another_kind_give_one_line_naming_the_kind_they_look_like(tmp_path):

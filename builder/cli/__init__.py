@@ -3,6 +3,10 @@
 Heavy libraries (polars, jsonschema, torch, datasets, openai) are imported inside the commands that
 need them, so `builder --help` answers instantly. Exit codes: 0 success, 1 the run failed, 2 bad
 usage or bad input (the message names file, line or record, and field).
+
+This module holds ``app`` and what every command shares (``command``, ``say``, the common options,
+``finish``, ``stage_io``, ``llm_stage``); the commands live in theme modules (THEMES below): data.py
+(ingest ... pairs, show), cache.py, train.py, evaluate.py, publish.py.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def report_problems(problems, limit: int) -> None:
     for problem in problems[:limit]:
         say(str(problem))
     if len(problems) > limit:
-        say(f"... and {len(problems) - limit} more problems (all of them are in the --quarantine file)")
+        say(f"... and {len(problems) - limit} more problems (all of them are in the --rejects file)")
 
 
 def command(fn):
@@ -90,100 +94,9 @@ def _terminate_like_ctrl_c() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-KindOpt = Annotated[str, typer.Option("--kind", "-k", help="responses|instructions|preferences|sft|eval|generation|score")]
-MapOpt = Annotated[Optional[list[str]], typer.Option("--map", metavar="NEW=OLD", help="Rename a column: NEW=OLD (repeatable).")]
-
-
-@app.command()
-@command
-def ingest(
-    sources: Annotated[list[str], typer.Argument(metavar="SOURCE...", help="Files (.json .jsonl .csv .parquet) or hf://ORG/NAME[:CONFIG]/SPLIT.")],
-    kind: KindOpt = ...,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl, .parquet, .json, .csv).")] = ...,
-    map_: MapOpt = None,
-    quarantine: Annotated[Optional[Path], typer.Option(help="Write rows that cannot be read here, with reasons.")] = None,
-    outputs: Annotated[Optional[str], typer.Option("--outputs", help="Wide files: model output columns COL,COL,... -> one generation record per (row, column).")] = None,
-) -> None:
-    """Read sources into records of one kind, with ids and provenance.
-
-    Example: builder ingest posts.csv --kind responses --map text=body --out data/responses.jsonl
-    """
-    from builder.stages.ingest import ingest as run
-    from builder.stages.widen import parse_outputs
-
-    summary = run(sources, kind, out, mapping_pairs=map_ or [], quarantine=quarantine, outputs=parse_outputs(outputs))
-    say(summary.message)
-    if summary.problems:
-        report_problems(summary.problems, 50)
-        say(f"error: {len(summary.problems)} problems in {summary.bad} rows; the {summary.written} good records "
-            f"were written to {out}" + (f" and the bad rows to {quarantine}" if quarantine else
-                                         "; add --quarantine BAD.jsonl to keep the bad rows"))
-        raise typer.Exit(2)
-
-
-@app.command()
-@command
-def validate(
-    path: Annotated[str, typer.Argument(help="File to check (any readable format).")],
-    kind: Annotated[Optional[str], typer.Option("--kind", "-k", help="Record kind; guessed from the fields if omitted.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the good records here.")] = None,
-    quarantine: Annotated[Optional[Path], typer.Option(help="Write each bad record here with its reasons.")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Write JSON stats here (usable as a DVC metric).")] = None,
-    against: Annotated[Optional[list[str]], typer.Option(metavar="EVAL", help="Eval suite to check for contamination (repeatable).")] = None,
-    map_: MapOpt = None,
-    max_chars: Annotated[Optional[int], typer.Option(help="Longest text field allowed [params: validate.max_chars].")] = None,
-    allow_quarantine: Annotated[bool, typer.Option(help="Exit 0 when bad records were quarantined (for pipelines).")] = False,
-) -> None:
-    """Check records: schema, empty text, chosen == rejected, length, duplicates, eval leaks.
-
-    Example: builder validate contrib.jsonl --kind preferences --against evals/I-CoNa.json --quarantine bad.jsonl
-    """
-    from builder.stages.validate import validate as run
-
-    outcome = run(path, kind, out=out, quarantine=quarantine, report=report, against=against,
-                  mapping_pairs=map_ or [], max_chars=max_chars)
-    if outcome.problems:
-        report_problems(outcome.problems, outcome.shown)
-    say(outcome.message)
-    if outcome.problems and not (allow_quarantine and quarantine is not None):
-        raise typer.Exit(2)
-
-
-@app.command()
-@command
-def mix(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output SFT file (.json Alpaca list like the seeds', .jsonl, .parquet).")] = ...,
-    general: Annotated[Optional[str], typer.Option(help="General instruction data (SFT) [params: mix.general].")] = None,
-    safety: Annotated[Optional[str], typer.Option(help="Safety source: SFT, preference or response records [params: mix.safety].")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", help="Safety examples to add (per task with --task mix) [params: mix.n].")] = None,
-    task: Annotated[Optional[str], typer.Option(help="none|case|cloze|sentiment|summarize|translate|mix: cross-task defense examples [params: mix.task].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the draw [params: mix.seed].")] = None,
-    refusal: Annotated[Optional[str], typer.Option(help="Refusal for documents from response records [params: mix.refusal].")] = None,
-    against: Annotated[Optional[list[str]], typer.Option(metavar="EVAL", help="Eval suite no example may leak (repeatable) [params: validate.against].")] = None,
-    safety_kind: Annotated[Optional[str], typer.Option(help="sft|preferences|responses, when the fields do not tell.")] = None,
-    manifest: Annotated[Optional[Path], typer.Option(help="Manifest JSON (seed, n, sources' sha256, safety ids) [default: OUT's stem + .manifest.json].")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Composition report JSON (a DVC metric).")] = None,
-) -> None:
-    """General instruction data + N safety examples drawn with a seed (nested across N).
-
-    Example: builder mix --general alpaca.json --safety safety_only_data_Instructions.json --n 300 --out saferpaca_300.json
-    """
-    from builder.config import pick, section
-    from builder.stages.mix import DEFAULT_REFUSAL, DEFAULT_SEED, mix as run_mix
-
-    params, checks = section("mix"), section("validate")
-    missing = [f"--{name}" for name, value in (("general", pick(general, params, "general")),
-                                               ("safety", pick(safety, params, "safety")),
-                                               ("n", pick(n, params, "n"))) if value is None]
-    if missing:
-        raise BadInput(f"{' and '.join(missing)} required (or set them in params.yaml under mix:)")
-    outcome = run_mix(pick(general, params, "general"), pick(safety, params, "safety"), pick(n, params, "n"), out,
-                      task=pick(task, params, "task", "none"), seed=pick(seed, params, "seed", DEFAULT_SEED),
-                      refusal=pick(refusal, params, "refusal", DEFAULT_REFUSAL),
-                      against=against if against else checks.get("against", []),
-                      ngram=checks.get("contamination_ngram", 8), safety_kind=safety_kind,
-                      manifest=manifest, report=report)
-    say(outcome.message)
+# One vocabulary: every stage that drops records takes --rejects, every stage with counts --metrics.
+RejectsOpt = Annotated[Optional[Path], typer.Option("--rejects", help="Write each rejected record here with its reason (JSONL).")]
+MetricsOpt = Annotated[Optional[Path], typer.Option("--metrics", help="Write counts in/out/rejected by reason and category (JSON, a DVC metric).")]
 
 
 # Options shared by every LLM stage (induce, filter, respond, judge, score); None = take params.yaml.
@@ -200,86 +113,9 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed.")
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Ignore cached completions (new ones are still stored).")]
 MaxBudgetOpt = Annotated[Optional[float], typer.Option("--max-budget", help="openai: stop sending once this many dollars were spent (needs llm.prices) [params: llm.max_budget_usd].")]
 DryRunOpt = Annotated[Optional[bool], typer.Option("--dry-run", help="Count the requests not in the cache and estimate tokens and cost; send nothing.")]
-RejectsOpt = Annotated[Optional[Path], typer.Option("--rejects", help="Write each failed record here with its reason (JSONL).")]
 
 
-cache_app = typer.Typer(help="The LLM completion cache ($BUILDER_CACHE or ~/.cache/builder).\n\nExample: builder cache stats",
-                        no_args_is_help=True)
-app.add_typer(cache_app, name="cache")
-
-
-@cache_app.command("stats")
-@command
-def cache_stats(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the stats as JSON.")] = False,
-) -> None:
-    """How many completions are cached, for which models, what they cost, and the size on disk.
-
-    Example: builder cache stats --json
-    """
-    import json
-
-    from builder.llm.cache import Cache
-
-    cache = Cache()
-    stats = cache.stats()
-    cache.close()
-    if as_json:
-        typer.echo(json.dumps(stats, indent=2))
-        return
-    typer.echo(f"{stats['path']}: {stats['completions']} completions, {stats['bytes'] / 1e6:.1f} MB, "
-               f"${stats['cost_usd']:.4f} spent, tokens {stats['prompt_tokens']} in / {stats['completion_tokens']} out")
-    for row in stats["by_model"]:
-        typer.echo(f"  {row['backend']:7} {row['model']}: {row['completions']} (${row['cost_usd']:.4f})")
-
-
-@cache_app.command("prune")
-@command
-def cache_prune(
-    older_than: Annotated[Optional[float], typer.Option("--older-than", help="Remove completions stored more than DAYS ago.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Remove completions of this model.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Remove every completion.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove them; without it, only list what would be removed.")] = False,
-) -> None:
-    """Remove cached completions (a rerun then pays for them again). Without --yes, list what would go.
-
-    Example: builder cache prune --older-than 30 --yes
-    """
-    from builder.llm.cache import Cache
-
-    if older_than is None and model is None and not all_:
-        raise BadInput("say what to prune: --older-than DAYS, --model NAME or --all")
-    which = {"older_than_days": older_than, "model": model, "everything": all_}
-    cache = Cache()
-    try:
-        if not yes:
-            doomed = cache.prunable(**which)
-            for backend, name, n in doomed:
-                typer.echo(f"  {backend:7} {name}: {n}")
-            say(f"would remove {sum(n for *_, n in doomed)} cached completions from {cache.path}; "
-                "add --yes to remove them")
-            return
-        removed = cache.prune(**which)
-    finally:
-        cache.close()
-    say(f"removed {removed} cached completions from {cache.path}")
-
-
-@cache_app.command("model")
-@command
-def cache_model(
-    name: Annotated[str, typer.Argument(help="A packaged model name.")] = "smollm2-135m",
-) -> None:
-    """Print the local folder of a model (converting the packaged GGUF once), e.g. for `transformers serve`.
-
-    Example: transformers serve "$(builder cache model smollm2-135m)" --host 127.0.0.1 --port 8000
-    """
-    from builder.llm.models import resolve
-
-    typer.echo(resolve(name).path)
-
-
-# --- the LLM stages: induce, filter, respond, judge ----------------------------------------------
+# --- helpers of the stage commands ----------------------------------------------------------
 
 LLM_FLAGS = {"backend": BackendOpt, "model": ModelOpt, "base_url": BaseUrlOpt, "adapter": AdapterOpt,
              "batch_size": BatchSizeOpt, "concurrency": ConcurrencyOpt, "dry_run": DryRunOpt,
@@ -287,7 +123,6 @@ LLM_FLAGS = {"backend": BackendOpt, "model": ModelOpt, "base_url": BaseUrlOpt, "
 GEN_FLAGS = {"max_new_tokens": MaxNewTokensOpt, "temperature": TemperatureOpt, "seed": SeedOpt}
 InOpt = Annotated[str, typer.Option("--in", "-i", help="Input records (any readable format).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output records (.jsonl, .json, .parquet, .csv).")]
-MetricsOpt = Annotated[Optional[Path], typer.Option("--metrics", help="Write counts in/out/rejected by reason and category (JSON, a DVC metric).")]
 
 
 def llm_stage(fn):
@@ -318,14 +153,10 @@ def llm_stage(fn):
     return wrapper
 
 
-def say_stage(metrics: dict, out) -> None:
-    from builder.metrics import summary_line
-
-    say(summary_line(metrics, out))
-
-
-def finish(result) -> None:
-    """Print a stage's summary (and its notes: the LLM summary, errors) and exit with its code."""
+def finish(result, problems_shown: int = 50) -> None:
+    """Print a stage's input problems (the first ``problems_shown``), its summary (and its notes: the
+    LLM summary, errors) and exit with its code."""
+    report_problems(result.problems, problems_shown)
     say(result.summary())
     if result.exit_code:
         raise typer.Exit(result.exit_code)
@@ -333,14 +164,11 @@ def finish(result) -> None:
 
 def stage_io(inputs, out, rejects=None, metrics=None):
     """The stage's paths; the ones it writes must be distinct (a quarantine must never replace the output)."""
+    from builder.records import distinct_outputs
     from builder.stages.base import StageIO
 
-    io = StageIO(tuple(str(i) for i in inputs), out, rejects, metrics)
-    written = [Path(p).resolve() for p in io.outputs()]
-    if len(set(written)) != len(written):
-        raise BadInput("--out, --rejects and --metrics must name different files: "
-                       + ", ".join(str(p) for p in io.outputs()))
-    return io
+    distinct_outputs(out=out, rejects=rejects, metrics=metrics)
+    return StageIO(tuple(str(i) for i in inputs), out, rejects, metrics)
 
 
 def run_llm_stage(name: str, stage: dict, **own) -> None:
@@ -355,119 +183,9 @@ def run_llm_stage(name: str, stage: dict, **own) -> None:
     finish(module.run(config, stage_io([stage["in_path"]], stage["out"], stage["rejects"], stage["metrics"])))
 
 
-@app.command()
-@command
-@llm_stage
-def induce(
-    template: Annotated[Optional[str], typer.Option("--template", help="Preset (safer_instruct_reverse, alpaca, llama2) or a .json/.txt file [params: induce.template].")] = None,
-    n_candidates: Annotated[Optional[int], typer.Option("--n-candidates", help="Instructions kept per response (needs --temperature > 0 when > 1).")] = None,
-    **stage,
-) -> None:
-    """Induce the instruction each response answers (Safer-Instruct's reversed template).
-
-    Example: builder induce --in data/valid/responses.jsonl --out data/induced/instructions.jsonl --rejects rejects.jsonl
-    """
-    run_llm_stage("induce", stage, template=template, n_candidates=n_candidates)
-
-
-@app.command("filter")
-@command
-@llm_stage
-def filter_(
-    quality: Annotated[Optional[bool], typer.Option("--quality/--no-quality", help="Also ask the expert for a 1-5 quality score [params: filter.quality].")] = None,
-    **stage,
-) -> None:
-    """Drop low-quality induced instructions (heuristics, optional expert score), each with its reason.
-
-    Example: builder filter --in data/induced/instructions.jsonl --out data/filtered/instructions.jsonl --rejects rejects.jsonl
-    """
-    run_llm_stage("filter", stage, quality=quality)
-
-
-@app.command()
-@command
-@llm_stage
-def respond(
-    system: Annotated[Optional[str], typer.Option("--system", help="System prompt: preset or file [params: respond.system].")] = None,
-    **stage,
-) -> None:
-    """The expert writes the preferred (safe) response; the harmful text becomes `rejected`.
-
-    Example: builder respond --in data/filtered/instructions.jsonl --out data/responded/pairs.jsonl --backend openai --model gpt-4o
-    """
-    run_llm_stage("respond", stage, system=system)
-
-
-@app.command()
-@command
-@llm_stage
-def judge(
-    mode: Annotated[Optional[str], typer.Option("--mode", help="json (structured verdict) | logprob (yes/no log-probabilities, for small local models) [params: judge.mode].")] = None,
-    **stage,
-) -> None:
-    """The expert keeps only good pairs: a verdict per pair, the keep rule from params (judge.keep).
-
-    Example: builder judge --in data/responded/pairs.jsonl --out data/judged/pairs.jsonl --rejects judge_rejects.jsonl
-    """
-    run_llm_stage("judge", stage, mode=mode)
-
-
-@app.command()
-@command
-def pairs(
-    in_: InOpt = ...,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: a Hugging Face dataset (parquet per split).")] = ...,
-    test_size: Annotated[Optional[float], typer.Option(help="Share of each category held out as test_prefs [params: pairs.test_size].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the split [params: pairs.seed].")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option(metavar="EVAL", help="Eval suite whose prompts must not appear (repeatable) [params: validate.against].")] = None,
-    export: Annotated[Optional[list[str]], typer.Option(metavar="FORMAT", help="Also write: conversational (TRL messages) | csv (Safer-Instruct layout) [params: pairs.exports].")] = None,
-    rejects: RejectsOpt = None,
-    metrics: MetricsOpt = None,
-) -> None:
-    """Final preference pairs: de-duplicated, eval-clean, split by category, as a Hugging Face dataset.
-
-    Example: builder pairs --in data/judged/pairs.jsonl --out data/pairs --exclude evals/I-CoNa.json --export csv
-    """
-    from builder.config import pick, section
-    from builder.metrics import summary_line
-    from builder.stages.pairs import pairs as run
-    from builder.validate import Limits
-
-    params, checks = section("pairs"), section("validate")
-    limits = Limits(max_chars=checks.get("max_chars", Limits.max_chars),
-                    near_duplicates=checks.get("near_duplicates", Limits.near_duplicates),
-                    contamination_ngram=checks.get("contamination_ngram", Limits.contamination_ngram))
-    metrics_out = run(in_, out, test_size=pick(test_size, params, "test_size", 0.1), seed=pick(seed, params, "seed", 0),
-                      exclude=exclude or checks.get("against", []), exports=export or params.get("exports", []),
-                      limits=limits, rejects_path=rejects, metrics_path=metrics)
-    say(summary_line(metrics_out, out) + "; splits: " + ", ".join(f"{k} {v}" for k, v in metrics_out["splits"].items()))
-
-
-@app.command()
-@command
-def show(
-    record_id: Annotated[str, typer.Argument(help="A record id (16 hex digits).")],
-    in_: Annotated[Optional[list[Path]], typer.Option("--in", "-i", metavar="PATH", help="Files or folders to search [default: data/].")] = None,
-) -> None:
-    """Print a record and its lineage: every stage it passed, back to its source line.
-
-    Example: builder show 3f2a9c0d1b7e4a55
-    """
-    from builder.lineage import describe
-
-    roots = in_ or [Path("data")]
-    missing = [str(r) for r in roots if not r.exists()]
-    if missing:
-        raise BadInput(f"no such file or folder: {', '.join(missing)}")
-    lines = describe(record_id, roots)
-    typer.echo("\n".join(lines))
-    if lines and lines[0].endswith("not found under " + ", ".join(map(str, roots))):
-        raise typer.Exit(2)  # an unknown id is bad input
-
-
-# Commands of later themes live in their own modules and add themselves to ``app`` on import.
+# The commands live in theme modules that add themselves to ``app`` on import.
 # (Each import is light: the modules import heavy libraries inside their commands.)
-THEMES = ("train", "evaluate", "publish")  # builder/cli/<theme>.py
+THEMES = ("data", "cache", "train", "evaluate", "publish")  # builder/cli/<theme>.py
 for _theme in THEMES:
     __import__(f"builder.cli.{_theme}")
 

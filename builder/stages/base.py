@@ -88,7 +88,14 @@ class StageResult:
     out: Path | None = None
     extra: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # printed after the summary line (the LLM summary, hints)
-    exit_code: int = 0  # 1: the run failed (e.g. every LLM call failed); set by the stage
+    exit_code: int = 0  # 1: the run failed (e.g. every LLM call failed); 2: bad input rows were set aside
+    # Stages that stream (ingest, validate) write as they read and hold no records, so they say what
+    # they did in their own words and give their own metrics (validate's stats, mix's composition: the
+    # layouts dvc metrics, the README and `make demo` read). ``problems`` (FILE:LINE: field: message)
+    # are printed before the summary.
+    headline: str | None = None
+    own_metrics: dict | None = None
+    problems: list = field(default_factory=list)
 
     @property
     def rejected_by_reason(self) -> dict[str, int]:
@@ -99,11 +106,15 @@ class StageResult:
         return dict(sorted(Counter(r.category for r in self.rejects).items()))
 
     def metrics(self) -> dict:
+        if self.own_metrics is not None:
+            return self.own_metrics
         return {"stage": self.stage, "in": self.read, "out": len(self.kept), "rejected": len(self.rejects),
                 "rejected_by_reason": self.rejected_by_reason, "out_by_category": by_category(self.kept),
                 "rejected_by_category": self.rejected_by_category, **self.extra}
 
     def summary(self) -> str:
+        if self.headline is not None:
+            return "\n".join([self.headline, *self.notes])
         line = f"{self.stage}: {self.read} in, {len(self.kept)} out"
         if self.out is not None:
             line += f" -> {self.out}"
@@ -133,7 +144,7 @@ def write_result(result: StageResult, io: StageIO, kind: str | None) -> StageRes
     """Write a stage's output, rejects and metrics (each atomically) and return the result.
     A failed stage (exit_code 1) that kept nothing writes no output; one that kept records (e.g. sending
     stopped when the disk filled) writes them, since they were paid for. DVC records no failed stage."""
-    from builder.records import atomic_outputs, atomic_path, write_records
+    from builder.records import atomic_outputs, write_records
 
     with atomic_outputs(out=io.out, rejects=io.rejects, metrics=io.metrics):  # all appear together
         if io.out is not None and (result.exit_code == 0 or result.kept):
@@ -141,10 +152,17 @@ def write_result(result: StageResult, io: StageIO, kind: str | None) -> StageRes
         if io.rejects is not None:
             write_records(io.rejects, [r.as_dict() for r in result.rejects])
         if io.metrics is not None:
-            with atomic_path(io.metrics) as tmp:
-                tmp.write_text(json.dumps(result.metrics(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+            write_json(io.metrics, result.metrics())
     result.out = io.out
     return result
+
+
+def write_json(path: Path, doc: dict) -> None:
+    """A metrics, stats or manifest JSON, written atomically (in key order: a rerun writes the same bytes)."""
+    from builder.records import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 def as_jsonable(obj) -> dict:

@@ -27,9 +27,9 @@ class LLMStageConfig(StageConfig):
     params ``llm:`` < the stage's section < flags by ``load``; the stage's own keys are its fields."""
 
     limit: int | None = field(default=None, metadata={"help": "Only the first N input records."})
-    use_cache: bool = field(default=True, metadata={"help": "Answer from the completion cache when it can."})
-    llm: object = None  # builder.llm.LLMSpec
-    gen: object = None  # builder.llm.GenParams
+    use_cache: bool = field(default=True, metadata={"flag_only": True, "help": "Answer from the completion cache when it can (--no-cache)."})
+    llm: object = None  # builder.llm.LLMSpec, built by load (not a params key)
+    gen: object = None  # builder.llm.GenParams, built by load (not a params key)
 
     @classmethod
     def ignored_keys(cls) -> set[str]:

@@ -19,12 +19,13 @@ import hashlib
 import json
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.config import StageConfig
 from builder.errors import BadInput, RunFailed
-from builder.records import atomic_path, kind_of, read_rows, to_record, write_records
-from builder.stages.base import Reject
+from builder.records import atomic_outputs, distinct_outputs, kind_of, read_rows, to_record, write_records
+from builder.stages.base import Reject, StageIO, StageResult, write_json
 from builder.validate import load_records
 
 # The seeds' task suffixes, verified byte for byte against the Cross-Task Defense eval files
@@ -44,15 +45,37 @@ TASK_CHOICES = ("none", *TASKS, "mix")
 
 DEFAULT_REFUSAL = ("I'm sorry, but I can't help with that. The text above contains harmful content, "
                    "and I won't repeat, rework or continue it.")
-DEFAULT_SEED = 0
 SOURCE_KINDS = ("sft", "preference", "response")
 
 
 @dataclass
-class MixOutcome:
-    message: str
-    report: dict
-    manifest: dict
+class Config(StageConfig):
+    section_name = "mix"
+    general: str | None = field(default=None, metadata={
+        "help": "General instruction data (SFT records, e.g. Alpaca JSON); the stage's first input."})
+    safety: str | None = field(default=None, metadata={
+        "help": "Safety source: SFT, preference or response records (cross-task only); the second input."})
+    n: int | None = field(default=None, metadata={"help": "Safety examples to add (per task with task mix)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the draw: one seed gives nested samples across N."})
+    task: str = field(default="none", metadata={"help": "none | case | cloze | sentiment | summarize | translate | mix."})
+    refusal: str = field(default=DEFAULT_REFUSAL, metadata={"help": "Refusal paired with documents from response records."})
+    family: list = field(default_factory=list, metadata={
+        "help": "The N of dvc.yaml's mix_family stage, one mix per N (read by dvc.yaml, not by the stage)."})
+    against: list = field(default_factory=list, metadata={
+        "section": "validate", "help": "Eval suites no example may leak."})
+    contamination_ngram: int = field(default=8, metadata={
+        "section": "validate", "help": "Shared run of words with an eval prompt that counts as a leak."})
+    safety_kind: str | None = field(default=None, metadata={
+        "flag_only": True, "help": "sft | preferences | responses, when the safety source's fields do not tell."})
+    manifest: str | None = field(default=None, metadata={
+        "flag_only": True, "help": "Manifest JSON path (default: the output's stem + .manifest.json)."})
+
+    def inputs(self) -> tuple[str, str]:
+        """general and safety, the stage's inputs; with n, required from flags or params.yaml."""
+        missing = [f"--{name}" for name in ("general", "safety", "n") if getattr(self, name) is None]
+        if missing:
+            raise BadInput(f"{' and '.join(missing)} required (or set them in params.yaml under mix:)")
+        return self.general, self.safety
 
 
 @dataclass
@@ -169,25 +192,26 @@ def _candidates(records: list[dict], kind: str, task: str, refusal: str, path: s
 # -------------------------------------------------------------------------------------------- stage
 
 
-def mix(general: str, safety: str, n: int, out: Path, *, task: str = "none", seed: int = DEFAULT_SEED,
-        refusal: str = DEFAULT_REFUSAL, against: list[str] = (), ngram: int = 8, safety_kind: str | None = None,
-        manifest: Path | None = None, report: Path | None = None) -> MixOutcome:
-    """Write ``out`` (general kept + drawn safety examples), its manifest and, if asked, the composition
-    report. Raises BadInput (exit 2) for bad arguments or an N larger than the usable safety examples."""
+def run(config: Config, io: StageIO) -> StageResult:
+    """Write ``io.out`` (general kept + drawn safety examples; ``io.inputs`` = general, safety), its
+    manifest and, if asked, the composition (``io.metrics``). Raises BadInput (exit 2) for bad arguments
+    or an N larger than the usable safety examples."""
+    general, safety = io.inputs
+    n, task, seed, refusal, against, ngram = (config.n, config.task, config.seed, config.refusal, config.against,
+                                              config.contamination_ngram)
     if task not in TASK_CHOICES:
         raise BadInput(f"--task {task}: unknown task; choose one of {', '.join(TASK_CHOICES)}")
     if n < 0:
         raise BadInput(f"--n {n}: the number of safety examples cannot be negative")
     if task != "none" and not refusal.strip():
         raise BadInput("--refusal: empty; cross-task defense examples from response records need a refusal")
-    out = Path(out)
-    manifest = Path(manifest) if manifest else out.with_name(f"{out.stem}.manifest.json")
-    if manifest.resolve() == out.resolve() or (report and Path(report).resolve() == out.resolve()):
-        raise BadInput(f"--out {out}: the manifest and the report need paths of their own")
+    out, report = Path(io.out), io.metrics
+    manifest = Path(config.manifest) if config.manifest else out.with_name(f"{out.stem}.manifest.json")
+    distinct_outputs(out=out, manifest=manifest, metrics=report)
 
     from builder.validate import eval_prompts
 
-    kind = source_kind(safety, safety_kind)
+    kind = source_kind(safety, config.safety_kind)
     general_records = load_records(general, "sft", fix="check --general (SFT records: instruction, output)")
     safety_records = load_records(safety, kind, fix="check --safety, or pass --safety-kind")
     evals = eval_prompts(list(against)) if against else None
@@ -259,7 +283,6 @@ def mix(general: str, safety: str, n: int, out: Path, *, task: str = "none", see
             kept.append(rec)
 
     records = kept + safety_out
-    write_records(out, records, "sft")
 
     # --- counts (checked), manifest, report
     general_counts = {"read": len(general_records), "kept": len(kept),
@@ -307,18 +330,22 @@ def mix(general: str, safety: str, n: int, out: Path, *, task: str = "none", see
         "tasks": tasks if task != "none" else None,
         "ids": [r["id"] for r in safety_out],
     }
-    _write_json(manifest, manifest_doc)
-    if report is not None:
-        _write_json(Path(report), composition)
+    with atomic_outputs():  # the mix, its manifest and its composition appear together
+        write_records(out, records, "sft")
+        write_json(manifest, manifest_doc)
+        if report is not None:
+            write_json(Path(report), composition)
 
-    message = (f"mixed {len(kept)} general examples ({general_counts['read']} read; removed "
-               f"{general_counts['removed_duplicate']} duplicating a safety example, "
-               f"{general_counts['removed_contaminated']} leaking an eval prompt) + {need} safety examples "
-               f"(task {task}, seed {seed}; {len(pool)} usable of {len(safety_records)} read) into {out}; "
-               f"manifest {manifest}" + (f"; report {report}" if report else ""))
+    headline = (f"mixed {len(kept)} general examples ({general_counts['read']} read; removed "
+                f"{general_counts['removed_duplicate']} duplicating a safety example, "
+                f"{general_counts['removed_contaminated']} leaking an eval prompt) + {need} safety examples "
+                f"(task {task}, seed {seed}; {len(pool)} usable of {len(safety_records)} read) into {out}; "
+                f"manifest {manifest}" + (f"; report {report}" if report else ""))
     from builder.publish.card import card_or_note  # the dataset card beside the mix: <stem>.card.md
-    message += "\n" + card_or_note(out, out.with_name(f"{out.stem}.card.md"), metrics_dir=Path(report).parent if report else Path("metrics"))
-    return MixOutcome(message, composition, manifest_doc)
+    card = card_or_note(out, out.with_name(f"{out.stem}.card.md"), metrics_dir=Path(report).parent if report else Path("metrics"))
+    rejects = [Reject.from_dict(entry) for entry in removed + excluded]
+    return StageResult("mix", read=len(general_records) + len(safety_records), kept=records, rejects=rejects, out=out,
+                       headline=headline, notes=[card], own_metrics=composition)
 
 
 def _excluded(source_id: str, reason: str, detail: str) -> dict:
@@ -329,8 +356,3 @@ def _excluded(source_id: str, reason: str, detail: str) -> dict:
 
 def _count_reasons(excluded: list[dict]) -> dict[str, int]:
     return dict(Counter(entry["reason"] for entry in excluded))
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

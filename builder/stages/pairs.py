@@ -9,68 +9,87 @@ import json
 import math
 import random
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.config import StageConfig
 from builder.dataset_dir import building, check_out_dir
 from builder.errors import BadInput
-from builder.metrics import write_outputs
 from builder.records import atomic_path, write_records
+from builder.stages.base import Reject, StageIO, StageResult, by_category, provenance, write_result
 from builder.validate import Limits, check
 
 # ultrafeedback_binarized's split names, which DPO recipes expect.
 TRAIN, TEST = "train_prefs", "test_prefs"
 EXPORTS = ("conversational", "csv")
+CHECKS = Limits()
 
 
-def pairs(in_path: str, out_dir: Path, *, test_size: float = 0.1, seed: int = 0, exclude: list[str] = (),
-          exports: list[str] = (), limits: Limits = Limits(), rejects_path: Path | None = None,
-          metrics_path: Path | None = None) -> dict:
-    if not 0 <= test_size < 1:
-        raise BadInput(f"--test-size must be in [0, 1), got {test_size}")
-    unknown = sorted(set(exports) - set(EXPORTS))
+@dataclass
+class Config(StageConfig):
+    section_name = "pairs"
+    test_size: float = field(default=0.1, metadata={"help": "Share of each category held out as test_prefs."})
+    seed: int = field(default=0, metadata={"help": "Seed of the split."})
+    exports: list = field(default_factory=list, metadata={
+        "help": "Extra layouts beside the parquet splits: conversational (TRL messages), csv (Safer-Instruct)."})
+    # validate's checks are exactly the pair rules, with validate's settings:
+    against: list = field(default_factory=list, metadata={"section": "validate", "help": "Eval suites whose prompts must not appear."})
+    max_chars: int = field(default=CHECKS.max_chars, metadata={"section": "validate", "help": "Longest text field kept."})
+    near_duplicates: bool = field(default=CHECKS.near_duplicates, metadata={
+        "section": "validate", "help": "Drop pairs equal up to case, punctuation and spacing."})
+    contamination_ngram: int = field(default=CHECKS.contamination_ngram, metadata={
+        "section": "validate", "help": "Shared run of words with an eval prompt that counts as a leak."})
+
+
+def run(config: Config, io: StageIO) -> StageResult:
+    """The pairs of ``io.input`` as a Hugging Face dataset folder ``io.out`` (parquet per split, the
+    splits' pairs.jsonl, the exports, the card); dropped pairs to ``io.rejects``."""
+    in_path, out_dir = io.input, Path(io.out)
+    if not 0 <= config.test_size < 1:
+        raise BadInput(f"--test-size must be in [0, 1), got {config.test_size}")
+    unknown = sorted(set(config.exports) - set(EXPORTS))
     if unknown:
         raise BadInput(f"unknown export {', '.join(unknown)}; accepted: {', '.join(EXPORTS)}")
-    keep_out = [in_path, *(p for p in (rejects_path, metrics_path) if p)]
+    keep_out = [in_path, *(p for p in (io.rejects, io.metrics) if p)]
     check_out_dir(out_dir, keep_out, stage="pairs")  # before any work: never a user's folder
     # validate's checks are exactly the pair rules: schema, empty, chosen == rejected, exact and near
-    # duplicates, and overlap with the eval suites given by --exclude.
-    result = check(in_path, "preference", limits=limits, against=list(exclude), stage="pairs")
-    rejects = result.bad  # already rejects-file lines (Reject.as_dict)
-    splits = split_by_category(result.good, test_size, seed)
-    for name, members in splits.items():  # `builder show` tells which split a pair went to
-        for rec in members:
-            rec["meta"] = {**(rec.get("meta") or {}), "pairs": {"parents": [rec["id"]], "split": name}}
+    # duplicates, and overlap with the eval suites of ``against``.
+    limits = Limits(config.max_chars, config.near_duplicates, config.contamination_ngram)
+    checked = check(in_path, "preference", limits=limits, against=list(config.against), stage="pairs")
+    splits = split_by_category(checked.good, config.test_size, config.seed)
     splits = {name: records for name, records in splits.items() if records}  # no empty parquet files
     for name, records in splits.items():  # the split is part of the record's lineage (`builder show`)
-        for rec in records:  # (the same dicts as result.good, so pairs.jsonl carries it too)
-            rec["meta"] = {**(rec.get("meta") or {}), "pairs": {"split": name}}
+        for rec in records:  # (the same dicts as checked.good, so pairs.jsonl carries it too)
+            rec["meta"] = provenance(rec.get("meta"), "pairs", [rec["id"]], split=name)
     if not splits:
-        raise BadInput(f"{in_path}: no valid preference pairs left ({result.read} read, all rejected); "
+        raise BadInput(f"{in_path}: no valid preference pairs left ({checked.read} read, all rejected); "
                        "see the rejects file for the reasons")
     rows = {name: [hub_row(r) for r in records] for name, records in splits.items()}
+    result = StageResult("pairs", read=checked.read, kept=checked.good,
+                         rejects=[Reject.from_dict(entry) for entry in checked.bad],
+                         extra={"splits": {name: len(records) for name, records in splits.items()},
+                                "split_by_category": {name: by_category(records) for name, records in splits.items()}})
     # Built beside its destination and swapped in whole; a folder builder did not write is never replaced.
     with building(out_dir, keep_out, stage="pairs") as build:
         configs = {"default": {name: "data/" + write_split(build / "data", name, split_rows)
                                for name, split_rows in rows.items()}}
-        if "conversational" in exports:
+        if "conversational" in config.exports:
             configs["conversational"] = {
                 name: "conversational/" + write_split(build / "conversational", name,
                                                       [conversational(r) for r in split_rows], messages=True)
                 for name, split_rows in rows.items()}
-        if "csv" in exports:
+        if "csv" in config.exports:
             for name, records in splits.items():
                 write_records(build / "csv" / f"{name}.csv", records, "preference")
         _write_configs(build, configs)
-        metrics = write_outputs("pairs", build / "pairs.jsonl", result.good, "preference",
-                                read=[None] * result.read, rejects=rejects, rejects_path=rejects_path,
-                                metrics_path=metrics_path,
-                                splits={name: len(records) for name, records in splits.items()},
-                                split_by_category={name: _count(records) for name, records in splits.items()})
+        write_result(result, StageIO(out=build / "pairs.jsonl", rejects=io.rejects, metrics=io.metrics), "preference")
     from builder.publish.card import card_or_note  # the full dataset card over the minimal README
 
-    metrics["card"] = card_or_note(Path(out_dir), reproducible=True,
-                                   metrics_dir=Path(metrics_path).parent if metrics_path else Path("metrics"))
-    return metrics
+    result.out = out_dir
+    result.notes += ["splits: " + ", ".join(f"{k} {v}" for k, v in result.extra["splits"].items()),
+                     card_or_note(out_dir, reproducible=True,
+                                  metrics_dir=Path(io.metrics).parent if io.metrics else Path("metrics"))]
+    return result
 
 
 def split_by_category(records: list[dict], test_size: float, seed: int) -> dict[str, list[dict]]:
@@ -122,13 +141,6 @@ def conversational(row: dict) -> dict:
     return {**row, "prompt": [{"role": "user", "content": row["prompt"]}],
             "chosen": [{"role": "assistant", "content": row["chosen"]}],
             "rejected": [{"role": "assistant", "content": row["rejected"]}]}
-
-
-def _count(records: list[dict]) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for rec in records:
-        counts[rec.get("category") or "none"] += 1
-    return dict(sorted(counts.items()))
 
 
 # The published columns and their types, fixed so that every split (and every version) has one schema:

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from builder.config import pick, section
-from builder.errors import BadInput, Problem
-from builder.records import atomic_outputs, atomic_path, distinct_outputs, guess_kind, kind_of, parse_mapping, record_writer
+from builder.config import StageConfig
+from builder.errors import BadInput
+from builder.records import atomic_outputs, distinct_outputs, guess_kind, kind_of, parse_mapping, record_writer
+from builder.stages.base import StageIO, StageResult, write_json
 from builder.validate import Limits, check_chunks
+
+DEFAULTS = Limits()
 
 
 @dataclass
-class ValidateOutcome:
-    message: str
-    stats: dict
-    shown: int
-    problems: list[Problem] = field(default_factory=list)
+class Config(StageConfig):
+    section_name = "validate"
+    max_chars: int = field(default=DEFAULTS.max_chars, metadata={"help": "A text field longer than this is quarantined."})
+    near_duplicates: bool = field(default=DEFAULTS.near_duplicates, metadata={
+        "help": "Quarantine records equal up to case, punctuation and spacing."})
+    contamination_ngram: int = field(default=DEFAULTS.contamination_ngram, metadata={
+        "help": "Shared run of words with an eval prompt that counts as a leak."})
+    max_problems_shown: int = field(default=20, metadata={"help": "Problems printed before the rest are only counted."})
+    against: list = field(default_factory=list, metadata={"help": "Eval suites checked for contamination."})
+    kind: str | None = field(default=None, metadata={"flag_only": True, "help": "Record kind; guessed from the fields if None."})
+    map: list = field(default_factory=list, metadata={"flag_only": True, "help": "Column renames NEW=OLD."})
+    allow_rejects: bool = field(default=False, metadata={
+        "flag_only": True, "help": "Exit 0 when the bad records were written to the rejects file (pipelines)."})
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_chars, self.near_duplicates, self.contamination_ngram)
 
 
 SHAPE_PROBLEMS = {"schema", "missing-field", "id-mismatch"}  # what records of another kind fail with
@@ -36,24 +49,20 @@ def wrong_kind(path: str, kind: str, read: int) -> None:
                        f"{looks_like} records: pass --kind {flag} (or --map NEW=OLD to rename fields)")
 
 
-def validate(path: str, kind: str | None = None, *, out: Path | None = None, quarantine: Path | None = None,
-             report: Path | None = None, against: list[str] | None = None, mapping_pairs=(),
-             max_chars: int | None = None) -> ValidateOutcome:
-    distinct_outputs(out=out, quarantine=quarantine, report=report)
-    params = section("validate")
-    given, kind = kind, kind_of(kind) if kind else guess_kind(path)
-    defaults = Limits()
-    limits = Limits(max_chars=pick(max_chars, params, "max_chars", defaults.max_chars),
-                    near_duplicates=params.get("near_duplicates", defaults.near_duplicates),
-                    contamination_ngram=params.get("contamination_ngram", defaults.contamination_ngram))
+def run(config: Config, io: StageIO) -> StageResult:
+    """Good records to ``io.out``, bad ones (with reasons) to ``io.rejects``, the stats to ``io.metrics``.
+    Exit code 2 when a record was bad, unless ``allow_rejects`` and they went to a rejects file."""
+    path = io.input
+    distinct_outputs(out=io.out, rejects=io.rejects, metrics=io.metrics)
+    kind = kind_of(config.kind) if config.kind else guess_kind(path)
     # Eval files are not checked against eval suites: they would all "leak" themselves.
-    against = [] if kind == "eval" else (against or params.get("against", []))
+    against = [] if kind == "eval" else list(config.against)
     problems = []
     with atomic_outputs(), contextlib.ExitStack() as outputs:
         # Written chunk by chunk as they are checked: memory stays flat on any file size.
-        good = outputs.enter_context(record_writer(out, kind)) if out is not None else None
-        bad = outputs.enter_context(record_writer(quarantine)) if quarantine is not None else None
-        for chunk in check_chunks(path, kind, mapping=parse_mapping(mapping_pairs), limits=limits, against=against):
+        good = outputs.enter_context(record_writer(io.out, kind)) if io.out is not None else None
+        bad = outputs.enter_context(record_writer(io.rejects)) if io.rejects is not None else None
+        for chunk in check_chunks(path, kind, mapping=parse_mapping(config.map), limits=config.limits, against=against):
             if good is not None:
                 good.extend(chunk.good)
             if bad is not None:
@@ -61,14 +70,16 @@ def validate(path: str, kind: str | None = None, *, out: Path | None = None, qua
             problems += chunk.problems
         stats = chunk.stats
         # Not one record of this kind's shape (only missing fields and ids of other content): the wrong --kind.
-        if given and stats["read"] and not stats["good"] and set(stats["problems_by_reason"]) <= SHAPE_PROBLEMS:
+        if config.kind and stats["read"] and not stats["good"] and set(stats["problems_by_reason"]) <= SHAPE_PROBLEMS:
             wrong_kind(path, kind, stats["read"])
-        if report is not None:
-            with atomic_path(report) as tmp:
-                tmp.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    message = f"{path}: {stats['read']} read as {kind}, {stats['good']} good, {stats['quarantined']} quarantined"
+        if io.metrics is not None:
+            write_json(io.metrics, stats)
+    headline = f"{path}: {stats['read']} read as {kind}, {stats['good']} good, {stats['quarantined']} quarantined"
     if stats["problems_by_reason"]:
-        message += " (" + ", ".join(f"{code} {n}" for code, n in stats["problems_by_reason"].items()) + ")"
-    if problems and quarantine is None:
-        message += "\nadd --quarantine BAD.jsonl to keep the bad records with their reasons, --out GOOD.jsonl for the rest"
-    return ValidateOutcome(message, stats, params.get("max_problems_shown", 20), problems)
+        headline += " (" + ", ".join(f"{code} {n}" for code, n in stats["problems_by_reason"].items()) + ")"
+    notes = []
+    if problems and io.rejects is None:
+        notes.append("add --rejects BAD.jsonl to keep the bad records with their reasons, --out GOOD.jsonl for the rest")
+    failed = problems and not (config.allow_rejects and io.rejects is not None)
+    return StageResult("validate", read=stats["read"], out=io.out, headline=headline, notes=notes, own_metrics=stats,
+                       problems=problems, exit_code=2 if failed else 0)

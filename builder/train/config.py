@@ -21,7 +21,7 @@ DEFAULT_TEMPLATES = {"sft": "alpaca", "reverse": "safer_instruct_reverse", "dpo"
 class TrainConfig(StageConfig):
     section_name = "train"
 
-    mode: str = field(default="sft", metadata={"help": "sft | dpo | reverse (the subcommand)."})
+    mode: str = field(default="sft", metadata={"flag_only": True, "help": "sft | dpo | reverse (the subcommand)."})
     model: str = field(default="smollm2-135m", metadata={"help": "Base model: packaged name, local folder or hub id."})
     adapter: str | None = field(default=None, metadata={"help": "Start from this LoRA adapter folder (e.g. DPO after SFT)."})
     template: str | None = field(default=None, metadata={"help": "Prompt template (default: alpaca for sft, safer_instruct_reverse for reverse, none for dpo)."})
