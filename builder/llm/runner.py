@@ -52,7 +52,9 @@ def _estimate(spec, identity: dict, todo, total: int, cached: int, desc: str) ->
             f"({cached} of {total} answered from the cache) "
             f"to {spec.model} via {identity['backend']}; about {prompt_tokens:,} prompt tokens and at most "
             f"{completion_tokens:,} completion tokens")
-    if identity["backend"] == "openai":
+    if identity.get("endpoint") == "moderations":
+        line += "; the moderation endpoint is free"
+    elif identity["backend"] == "openai":
         cost = cost_of(spec.prices or {}, spec.model, prompt_tokens, completion_tokens)
         line += (f"; at most ${cost:,.2f}" if cost else
                  f"; no price for {spec.model} in llm.prices, so no cost estimate")
