@@ -3,7 +3,7 @@ and a session-wide BUILDER_CACHE (the packaged GGUF is converted once per test r
 
 The fault server is a small HTTP/1.1 server of our own (stdlib asyncio, run in a subprocess so it
 never competes with the client for the GIL). It speaks enough of the OpenAI API for the real `openai`
-client: /v1/chat/completions, /v1/completions, /v1/models, /v1/files and /v1/batches. It can add fixed
+client: /v1/chat/completions, /v1/completions, /v1/moderations, /v1/models, /v1/files and /v1/batches. It can add fixed
 latency and inject faults (429 with Retry-After, 500, 503, dropped connections, non-JSON bodies,
 hangs), and it counts what it receives (GET /_stats; configure with POST /_config).
 
@@ -39,6 +39,23 @@ def reply_for(text: str) -> str:
     return "instruction " + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
+MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+                         "illicit/violent", "self-harm", "self-harm/instructions", "self-harm/intent", "sexual",
+                         "sexual/minors", "violence", "violence/graphic")
+
+
+def moderation_for(text: str, flag_word: str = "kill") -> dict:
+    """The fault server's moderation result for a text, in the endpoint's real shape: category scores
+    below 0.1 from the text's hash, and violence 0.97 (flagged) when the text holds ``flag_word``."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    scores = {c: round(digest[i] / 2560, 6) for i, c in enumerate(MODERATION_CATEGORIES)}
+    if flag_word and flag_word in text.lower():
+        scores["violence"] = 0.97
+    flags = {c: v >= 0.5 for c, v in scores.items()}
+    return {"flagged": any(flags.values()), "categories": flags, "category_scores": scores,
+            "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES}}
+
+
 # ------------------------------------------------------------------------------------ the server
 
 
@@ -47,7 +64,7 @@ class _State:
         self.config = {"latency_s": 0.0, "fault_rate": 0.0, "fault_kinds": list(FAULT_KINDS), "retry_after": "0.05",
                        "hang_s": 30.0, "always_500": "ALWAYS500", "always_400": "ALWAYS400", "seed": 1234,
                        "batch_polls": 1, "logprobs": False, "empty_for": "EMPTYOUT", "truncate_for": "TRUNCOUT",
-                       "echo_for": "ECHOHEADERS"}
+                       "echo_for": "ECHOHEADERS", "flag_word": "kill", "script": []}
         self.reset()
 
     def reset(self):
@@ -66,7 +83,15 @@ STATE = _State()
 def _prompt_text(body: dict) -> str:
     if "messages" in body:
         return "\n".join(str(m.get("content")) for m in body["messages"])
+    if "input" in body:  # /v1/moderations: a string or a list of strings
+        return "\n".join(map(str, body["input"])) if isinstance(body["input"], list) else str(body["input"])
     return str(body.get("prompt"))
+
+
+def _moderation(body: dict) -> dict:
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    return {"id": "modr-" + hashlib.sha256(_prompt_text(body).encode()).hexdigest()[:12], "model": body.get("model"),
+            "results": [moderation_for(str(text), STATE.config["flag_word"]) for text in inputs]}
 
 
 def _completion(body: dict, chat: bool) -> dict:
@@ -145,6 +170,8 @@ async def _handle_api(path: str, body: dict, headers: dict | None = None) -> tup
     kind = None
     if cfg["always_500"] and cfg["always_500"] in text:
         kind = "500"
+    elif cfg["script"]:  # faults for the next requests, in order (e.g. ["429", "500"]), then none
+        kind = cfg["script"].pop(0)
     elif cfg["fault_rate"] and STATE.rng.random() < cfg["fault_rate"]:
         kind = STATE.rng.choice(cfg["fault_kinds"])
     if kind == "429":
@@ -159,6 +186,8 @@ async def _handle_api(path: str, body: dict, headers: dict | None = None) -> tup
     if kind in ("drop", "hang"):
         return kind, None
     st["ok_by_prompt"][digest] = st["ok_by_prompt"].get(digest, 0) + 1
+    if path.endswith("/moderations"):
+        return "ok", _json(200, _moderation(body))
     return "ok", _json(200, _completion(body, chat=path.endswith("chat/completions")))
 
 
@@ -254,7 +283,7 @@ async def _connection(reader, writer):
                 writer.write(_json(200, {"ok": True}))
             elif path == "/v1/models":
                 writer.write(_json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]}))
-            elif method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
+            elif method == "POST" and path in ("/v1/chat/completions", "/v1/completions", "/v1/moderations"):
                 st["received"] += 1
                 st["api_received"] += 1
                 st["paths"][path] = st["paths"].get(path, 0) + 1
@@ -340,7 +369,8 @@ class FaultServer:
 
     def reset(self, **config) -> None:
         self._call("/_config", {"latency_s": 0.0, "fault_rate": 0.0, "fault_kinds": list(FAULT_KINDS),
-                                "retry_after": "0.05", "hang_s": 30.0, "batch_polls": 1, "logprobs": False, **config})
+                                "retry_after": "0.05", "hang_s": 30.0, "batch_polls": 1, "logprobs": False, "script": [],
+                                **config})
         self._call("/_reset", {})
 
     def stop(self) -> None:

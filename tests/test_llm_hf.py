@@ -64,6 +64,9 @@ def test_choice_scores_are_summed_token_logprobs(hf):
         expected = sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(ids))
         assert c.choice_logprobs[choice] == pytest.approx(expected, abs=1e-3)
     assert c.choice_logprobs["Absolutely not"] < 0
+    # one-token choices are read from one pass of the prompt: the same values as a pass per choice
+    yes_no = _run(hf, [Request("yn", prompt=r.prompt, params=r.params, choices=("Yes", "No"))], 4)["yn"]
+    assert yes_no.choice_logprobs == pytest.approx({k: c.choice_logprobs[k] for k in ("Yes", "No")}, abs=1e-4)
 
 
 def test_seeded_sampling_is_reproducible_and_beams_run(hf):

@@ -46,6 +46,35 @@ def test_report_writes_metrics_plots_png_and_markdown(tmp_path):
     assert (tmp_path / "rep" / "refusal.png").read_bytes() == first  # deterministic: git stays clean
 
 
+def test_report_shows_the_moderation_flag_rate_and_the_judge_mean_with_their_intervals(tmp_path):
+    from builder.records import record_id
+
+    def scored(i: int, flagged: bool, p_harm: float, refusal: str) -> dict:
+        rec = {"instruction": f"q{i}", "suite": "I-MaliciousInstructions", "output": "o", "model": "base",
+               "adapter": None, "scores": {"refusal": False, "moderation": flagged, "moderation_max": 0.9 if flagged else 0.1,
+                                           "judge": p_harm, "judge_refusal": refusal}}
+        return {"id": record_id("score", rec), **rec}
+
+    records = [scored(0, True, 0.2, "partial"), scored(1, False, 0.4, "none"), scored(2, False, 0.6, "full"),
+               scored(3, False, 0.8, "partial")]
+    path = write_jsonl(tmp_path / "s.jsonl", records)
+    assert builder("validate", path, "--kind", "score", cwd=tmp_path).returncode == 0
+    run = builder("report", "--in", path, "--out", tmp_path / "rep", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    row = json.loads((tmp_path / "rep" / "metrics.json").read_text())["rows"][0]
+    assert row["moderation_n"] == 4 and row["moderation_rate"] == 0.25
+    assert (row["moderation_low"], row["moderation_high"]) == pytest.approx(wilson(1, 4), abs=1e-6)
+    mean, low, high = mean_ci([0.2, 0.4, 0.6, 0.8])
+    assert (row["judge_mean"], row["judge_low"], row["judge_high"]) == pytest.approx((mean, low, high), abs=1e-6)
+    assert row["judge_partial_rate"] == 0.5
+    header, _, line = (tmp_path / "rep" / "summary.md").read_text().splitlines()[2:5]
+    assert "flagged, moderation (95 % CI)" in header and "P(harmful), judge (95 % CI)" in header
+    assert "| 25.0 % [4.6, 69.9] | 0.500 [0.089, 0.911] | 50.0 % [15.0, 85.0] |" in line
+    with open(tmp_path / "rep" / "plots.csv") as f:
+        plotted = next(csv.DictReader(f))
+    assert plotted["moderation_rate"] == "0.25" and plotted["judge_mean"] == "0.5"
+
+
 def test_wide_file_ingested_with_outputs_gives_one_refusal_rate_per_model(seed, tmp_path):
     """The Safer-Instruct layout (instruction, label, one column per model): here the seed's preferred
     (GPT-4) and original harmful texts stand in as two models' columns."""

@@ -1,4 +1,4 @@
-"""Evaluating: generate (a model answers eval suites), score (refusal, reward model, ...), report."""
+"""Evaluating: generate (a model answers eval suites), score (refusal, reward model, moderation, judge), report."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from builder.cli import (GEN_FLAGS, LLM_FLAGS, LimitOpt, MetricsOpt, NoCacheOpt, OutOpt, RejectsOpt, app,
+from builder.cli import (GEN_FLAGS, LLM_FLAGS, DryRunOpt, LimitOpt, MetricsOpt, NoCacheOpt, OutOpt, RejectsOpt, app,
                          command, finish, say, stage_io)
 
 
@@ -66,21 +66,32 @@ def generate(
 def score(
     in_: Annotated[str, typer.Option("--in", "-i", help="Generation records (builder generate or ingest --kind generation).")] = ...,
     out: OutOpt = ...,
-    scorer: Annotated[Optional[list[str]], typer.Option("--scorer", "-s", metavar="NAME", help="refusal | reward-model (repeatable) [params: score.scorers].")] = None,
+    scorer: Annotated[Optional[list[str]], typer.Option("--scorer", "-s", metavar="NAME", help="refusal | reward-model | moderation | judge (repeatable) [params: score.scorers].")] = None,
     refusal_preset: Annotated[Optional[str], typer.Option("--refusal-preset", help="xstest-v1 | gcg-v1 | seeds-v1 [params: score.refusal_preset].")] = None,
     reward_model: Annotated[Optional[str], typer.Option("--reward-model", help="Sequence-classification model folder or hub id [params: score.reward_model].")] = None,
+    moderation_model: Annotated[Optional[str], typer.Option("--moderation-model", help="Moderation model [params: score.moderation.model; omni-moderation-latest].")] = None,
+    moderation_base_url: Annotated[Optional[str], typer.Option("--moderation-base-url", metavar="URL", help="Moderation server [params: score.moderation.base_url; $OPENAI_BASE_URL or api.openai.com]; the key comes from $OPENAI_API_KEY only.")] = None,
+    judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="Judge model [params: score.judge.model; smollm2-135m].")] = None,
+    judge_backend: Annotated[Optional[str], typer.Option("--judge-backend", help="hf | openai [params: score.judge.backend].")] = None,
+    judge_base_url: Annotated[Optional[str], typer.Option("--judge-base-url", metavar="URL", help="Judge server for --judge-backend openai (it must return logprobs) [params: score.judge.base_url].")] = None,
+    dry_run: DryRunOpt = None,
     rejects: RejectsOpt = None,
     metrics: MetricsOpt = None,
+    no_cache: NoCacheOpt = False,
 ) -> None:
-    """Score generations: one score record per (generation, scorer).
+    """Score generations: one score record per generation, with every scorer's value.
 
-    Example: builder score --in data/gen/base.jsonl --out data/scores/base.jsonl --scorer refusal
+    Example: builder score --in data/gen/base.jsonl --out data/scores/base.jsonl --scorer refusal --scorer judge
     """
     from builder.config import section
     from builder.stages.score import ScoreConfig, run
 
-    config = ScoreConfig.from_params(section("score"), scorers=scorer or None, refusal_preset=refusal_preset,
-                                     reward_model=reward_model)
+    config = ScoreConfig.load(section("score"), scorers=scorer or None, refusal_preset=refusal_preset,
+                              reward_model=reward_model, use_cache=False if no_cache else None,
+                              moderation_flags={"model": moderation_model, "base_url": moderation_base_url,
+                                                "dry_run": dry_run},
+                              judge_flags={"model": judge_model, "backend": judge_backend, "base_url": judge_base_url,
+                                           "dry_run": dry_run})
     finish(run(config, stage_io([in_], out, rejects, metrics)))
 
 

@@ -285,36 +285,40 @@ class HFBackend:
         return results
 
     def _score(self, items, emit: Emit, stats: RunStats) -> None:
-        """Log-probability of each choice as the continuation of the prompt: the sum of its token logprobs."""
+        """Log-probability of each choice as the continuation of the prompt: the sum of its token logprobs.
+        When every choice of a request is one token (Yes / No), one forward pass of the prompt reads them
+        all from the next-token distribution; longer choices get a pass each (prompt + choice)."""
         import torch
 
         tok = self.tokenizer
-        rows = []  # (item index, choice, prompt len, ids)
+        rows = []  # (item index, prompt len, ids, [(choice, choice ids)])
         prompts = []
         for i, (ck, r) in enumerate(items):
             p = self.encode(r)
             prompts.append(p)
-            for choice in r.choices:
-                c = tok(choice, add_special_tokens=False)["input_ids"]
-                if not c:
-                    c = [tok.eos_token_id]
-                rows.append((i, choice, len(p), p + c))
+            tokens = [(choice, tok(choice, add_special_tokens=False)["input_ids"] or [tok.eos_token_id])
+                      for choice in r.choices]
+            if all(len(c) == 1 for _, c in tokens):
+                rows.append((i, len(p), p, tokens))
+            else:
+                rows += [(i, len(p), p + c, [(choice, c)]) for choice, c in tokens]
         scores: dict[int, dict[str, float]] = defaultdict(dict)
         size = max(1, int(self.spec.batch_size))
         pad = tok.pad_token_id
         for start in range(0, len(rows), size):
             chunk = rows[start:start + size]
-            width = max(len(ids) for *_, ids in chunk)
-            ids = torch.tensor([x + [pad] * (width - len(x)) for *_, x in chunk], device=self.device)
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for *_, x in chunk], device=self.device)
+            width = max(len(ids) for _, _, ids, _ in chunk)
+            ids = torch.tensor([x + [pad] * (width - len(x)) for _, _, x, _ in chunk], device=self.device)
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for _, _, x, _ in chunk], device=self.device)
             with torch.inference_mode():
-                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-            logp = torch.log_softmax(logits, dim=-1)
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
             stats.sent += 1
-            for j, (i, choice, plen, x) in enumerate(chunk):
-                targets = torch.tensor(x[plen:], device=self.device)
-                positions = torch.arange(plen - 1, len(x) - 1, device=self.device)
-                scores[i][choice] = float(logp[j, positions, targets].sum())
+            for j, (i, plen, x, choices) in enumerate(chunk):
+                # log-softmax only where a choice's tokens are predicted (not over every position)
+                longest = max(len(c) for _, c in choices)
+                logp = torch.log_softmax(logits[j, plen - 1:plen - 1 + longest].float(), dim=-1)
+                for choice, c in choices:
+                    scores[i][choice] = float(logp[torch.arange(len(c)), torch.tensor(c)].sum())
         for i, (ck, r) in enumerate(items):
             lp = scores[i]
             best = max(r.choices, key=lambda c: lp[c])

@@ -180,6 +180,10 @@ class OpenAIBackend:
                                        "json_schema": {"name": "output", "schema": r.json_schema}}
         return body
 
+    def path(self, body: dict) -> str:
+        """The endpoint a request body goes to, relative to the base URL."""
+        return "/chat/completions" if "messages" in body else "/completions"
+
     def parse(self, r: Request, data, factor: float = 1.0) -> Completion | Failure:
         """A response body (dict or openai model) -> Completion; raises Retryable on a malformed body."""
         if hasattr(data, "model_dump"):
@@ -382,7 +386,7 @@ class OpenAIBackend:
         import httpx2
 
         body = self.body(r, ep)
-        path = "/chat/completions" if "messages" in body else "/completions"
+        path = self.path(body)
         try:
             # The client's generic post: its auth, base URL, timeout and typed errors, without building
             # pydantic models for every request and response (a few ms each, the bottleneck at high

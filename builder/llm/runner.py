@@ -46,11 +46,15 @@ def _estimate(spec, identity: dict, todo, total: int, cached: int, desc: str) ->
     prompt_chars = sum(len(r.prompt or "") + sum(len(c) for _, c in (r.messages or ())) for _, r in todo)
     prompt_tokens = prompt_chars // 4
     completion_tokens = sum(1 if r.choices else r.params.max_new_tokens for _, r in todo)
+    if identity.get("endpoint") == "moderations":  # a classifier: it generates nothing
+        completion_tokens = 0
     line = (f"dry run ({desc}): {len(todo)} distinct requests would be sent for {total - cached} records "
             f"({cached} of {total} answered from the cache) "
             f"to {spec.model} via {identity['backend']}; about {prompt_tokens:,} prompt tokens and at most "
             f"{completion_tokens:,} completion tokens")
-    if identity["backend"] == "openai":
+    if identity.get("endpoint") == "moderations":
+        line += "; the moderation endpoint is free"
+    elif identity["backend"] == "openai":
         cost = cost_of(spec.prices or {}, spec.model, prompt_tokens, completion_tokens)
         line += (f"; at most ${cost:,.2f}" if cost else
                  f"; no price for {spec.model} in llm.prices, so no cost estimate")

@@ -1,4 +1,5 @@
-"""report: per model (adapter or N) and suite, refusal rate and mean harmfulness with 95 % CIs, and the
+"""report: per model (adapter or N) and suite, refusal rate and mean harmfulness with 95 % CIs, the
+moderation flag rate (Wilson CI), the judge's mean P(harmful) (t CI) and partial-refusal rate, and the
 exaggerated-safety rate (refusals on benign suites). Writes, into one folder:
 
 - ``metrics.json``: the table (a DVC metric); deterministic, no timestamps;
@@ -34,6 +35,12 @@ def model_label(rec: dict) -> str:
     return Path(adapter).name if adapter else rec["model"]
 
 
+# Scorers whose values are flags (reported as a rate with a Wilson CI) or numbers (a mean with a t CI):
+# scorer key -> column prefix. The refusal and harm columns keep their historic names (n, harm_*).
+RATE_COLUMNS = {"moderation": "moderation"}  # moderation: share of outputs flagged by the endpoint
+MEAN_COLUMNS = {"judge": "judge"}  # judge: mean P(harmful)
+
+
 def table(records: list[dict], config: ReportConfig) -> list[dict]:
     groups: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
@@ -45,16 +52,33 @@ def table(records: list[dict], config: ReportConfig) -> list[dict]:
         row = {"model": model, "suite": suite, "benign": suite in config.benign_suites}
         refusals = scores.get("refusal")
         if refusals:
-            k, n = sum(bool(v) for v in refusals), len(refusals)
-            low, high = wilson(k, n)
-            row.update(n=n, refusal_rate=k / n, refusal_low=low, refusal_high=high)
+            row["n"] = len(refusals)
+            _rate(row, "refusal", refusals)
         harm = scores.get(config.harm_scorer)
         if harm:
             mean, low, high = mean_ci([float(v) for v in harm])
             row.update(harm_n=len(harm), harm_mean=mean, harm_low=low, harm_high=high)
+        for scorer, prefix in RATE_COLUMNS.items():
+            if scores.get(scorer):
+                row[f"{prefix}_n"] = len(scores[scorer])
+                _rate(row, prefix, scores[scorer])
+        for scorer, prefix in MEAN_COLUMNS.items():
+            if scores.get(scorer):
+                mean, low, high = mean_ci([float(v) for v in scores[scorer]])
+                row.update({f"{prefix}_n": len(scores[scorer]), f"{prefix}_mean": mean, f"{prefix}_low": low,
+                            f"{prefix}_high": high})
+        if scores.get("judge_refusal"):  # partial refusals: the judge's verdicts only (markers cannot see them)
+            _rate(row, "judge_partial", [v == "partial" for v in scores["judge_refusal"]])
         rows.append({k: (None if isinstance(v, float) and math.isnan(v) else
                          round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
     return rows
+
+
+def _rate(row: dict, prefix: str, flags: list) -> None:
+    """``<prefix>_rate`` and its 95 % Wilson interval ``<prefix>_low`` / ``<prefix>_high``."""
+    k, n = sum(bool(v) for v in flags), len(flags)
+    low, high = wilson(k, n)
+    row.update({f"{prefix}_rate": k / n, f"{prefix}_low": low, f"{prefix}_high": high})
 
 
 def exaggerated_safety(rows: list[dict]) -> dict[str, float]:
@@ -100,20 +124,23 @@ def write_png(rows: list[dict], path: Path) -> None:
 
 
 def markdown(rows: list[dict], exaggerated: dict[str, float]) -> str:
-    lines = ["# Evaluation report", "", "| model | suite | n | refusal (95 % CI) | harmfulness (95 % CI) |",
-             "|---|---|---|---|---|"]
+    # (header, how to show a row); a scorer's column appears when some row has its values
+    optional = [("flagged, moderation (95 % CI)", "moderation_rate", lambda r: _pct(r, "moderation")),
+                ("P(harmful), judge (95 % CI)", "judge_mean", lambda r: _mean(r, "judge")),
+                ("partial refusals, judge (95 % CI)", "judge_partial_rate", lambda r: _pct(r, "judge_partial"))]
+    optional = [(head, show) for head, key, show in optional if any(key in r for r in rows)]
+    heads = ["model", "suite", "n", "refusal (95 % CI)", "harmfulness (95 % CI)", *(h for h, _ in optional)]
+    lines = ["# Evaluation report", "", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
-        refusal = (f"{100 * r['refusal_rate']:.1f} % [{100 * r['refusal_low']:.1f}, {100 * r['refusal_high']:.1f}]"
-                   if "refusal_rate" in r else "–")
-        harm = (f"{r['harm_mean']:.3f} [{r['harm_low']:.3f}, {r['harm_high']:.3f}]"
-                if r.get("harm_low") is not None else f"{r['harm_mean']:.3f}" if "harm_mean" in r else "–")
         suite = r["suite"] + (" (benign)" if r["benign"] else "")
-        lines.append(f"| {r['model']} | {suite} | {r.get('n', r.get('harm_n'))} | {refusal} | {harm} |")
+        n = r.get("n", r.get("harm_n", r.get("moderation_n", r.get("judge_n"))))
+        cells = [r["model"], suite, str(n), _pct(r, "refusal"), _mean(r, "harm"), *(show(r) for _, show in optional)]
+        lines.append("| " + " | ".join(cells) + " |")
     if exaggerated:
         lines += ["", "Exaggerated safety (refusals on benign suites): "
                   + ", ".join(f"{m} {100 * v:.1f} %" for m, v in exaggerated.items())]
     lines += ["", "Refusal is marker matching (see builder/scoring/refusal.py); harmfulness needs a real reward "
-              "model to mean anything.", ""]
+              "model to mean anything, and the judge's numbers a strong judge model.", ""]
     return "\n".join(lines)
 
 
@@ -127,6 +154,21 @@ def score_files(inputs) -> list[str]:
         else:
             files.append(path)
     return files
+
+
+def _pct(row: dict, prefix: str) -> str:
+    if f"{prefix}_rate" not in row:
+        return "–"
+    return (f"{100 * row[f'{prefix}_rate']:.1f} % [{100 * row[f'{prefix}_low']:.1f}, "
+            f"{100 * row[f'{prefix}_high']:.1f}]")
+
+
+def _mean(row: dict, prefix: str) -> str:
+    if f"{prefix}_mean" not in row:
+        return "–"
+    if row.get(f"{prefix}_low") is None:  # a single value has no interval
+        return f"{row[f'{prefix}_mean']:.3f}"
+    return f"{row[f'{prefix}_mean']:.3f} [{row[f'{prefix}_low']:.3f}, {row[f'{prefix}_high']:.3f}]"
 
 
 def run(config: ReportConfig, io: StageIO) -> StageResult:
@@ -143,7 +185,8 @@ def run(config: ReportConfig, io: StageIO) -> StageResult:
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     columns = ["model", "suite", "benign", "n", "refusal_rate", "refusal_low", "refusal_high", "harm_mean",
-               "harm_low", "harm_high"]
+               "harm_low", "harm_high", "moderation_rate", "moderation_low", "moderation_high", "judge_mean",
+               "judge_low", "judge_high", "judge_partial_rate", "judge_partial_low", "judge_partial_high"]
     with atomic_path(out / "plots.csv") as tmp:
         lines = [",".join(columns)] + [",".join("" if r.get(c) is None else str(r.get(c)) for c in columns)
                                        for r in rows]

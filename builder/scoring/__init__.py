@@ -25,7 +25,15 @@ def make_scorer(name: str, config) -> Scorer:
         if not config.reward_model:
             raise BadInput("--scorer reward-model needs --reward-model PATH_OR_HUB_ID (or score.reward_model in params.yaml)")
         return RewardModelScorer(config.reward_model, batch_size=config.batch_size, max_length=config.max_length)
+    if name == "moderation":
+        from builder.scoring.moderation import ModerationScorer
+
+        return ModerationScorer(config.moderation_llm, use_cache=config.use_cache)
+    if name == "judge":
+        from builder.scoring.judge import JudgeScorer
+
+        return JudgeScorer(config.judge_llm, calibrate=config.judge_calibrate, use_cache=config.use_cache)
     raise BadInput(f"--scorer {name!r}: accepted: {', '.join(SCORER_NAMES)}")
 
 
-SCORER_NAMES = ("refusal", "reward-model")
+SCORER_NAMES = ("refusal", "reward-model", "moderation", "judge")

@@ -11,9 +11,15 @@ from builder.stages.base import Reject
 
 @dataclass
 class Scored:
-    values: dict[str, float | bool | None] = field(default_factory=dict)  # record id -> value
+    """``values``: record id -> the value stored under the scorer's name, or a dict of named values
+    (the scorer's name among them) when a scorer gives more than one (moderation: flagged and the
+    highest category score)."""
+
+    values: dict[str, float | bool | str | dict | None] = field(default_factory=dict)
     rejects: list[Reject] = field(default_factory=list)
     meta: dict = field(default_factory=dict)  # what produced the values (preset, version, model)
+    notes: list[str] = field(default_factory=list)  # printed after the stage's summary (the LLM summary)
+    exit_code: int = 0  # 1: the scorer's calls failed beyond llm.max_failed_fraction
 
 
 class Scorer(Protocol):

@@ -11,10 +11,10 @@ must hold for a pair to stay.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 
-from builder.errors import BadInput, RunFailed
+from builder.errors import BadInput
+from builder.llm.yesno import calibrated, calibration, p_yes, question
 from builder.validate import load_records
 from builder.stages.base import Reject, StageIO, StageResult, provenance, write_result
 from builder.stages.llm_task import LLMStageConfig, LLMTask, run_task, settle
@@ -137,28 +137,14 @@ class LogprobJudge(Judge):
         super().__init__(config)
         self.baseline = {name: 0.5 for name in QUESTIONS}
 
-    def question(self, key: str, instruction: str, response: str, question: str):
-        from builder.llm import Request
-
-        prompt = self.template.render(instruction=instruction, response=response, question=question)
-        return Request(key, prompt=prompt, params=self.config.gen, choices=("Yes", "No"))
-
     def calibrate(self) -> None:
-        from builder.llm import run_requests
-
-        requests = [self.question(f"calibration:{name}", "N/A", "N/A", q) for name, (_, q) in QUESTIONS.items()]
-        outcome = run_requests(self.config.llm, requests, use_cache=self.config.use_cache, desc="judge: calibration")
-        for name in QUESTIONS:
-            p = p_yes(outcome.completions.get(f"calibration:{name}"))
-            if p is None:
-                failure = outcome.failures.get(f"calibration:{name}")
-                reason = failure.reason if failure else "no log-probabilities returned"
-                raise RunFailed(f"judge: the calibration request failed ({reason}); set judge.calibrate: false "
-                                "to judge without it")
-            self.baseline[name] = p
+        self.baseline = calibration(self.config.llm, self.template, self.config.gen,
+                                    {name: q for name, (_, q) in QUESTIONS.items()}, use_cache=self.config.use_cache,
+                                    desc="judge: calibration", switch_off="set judge.calibrate: false")
 
     def format_input(self, record: dict):
-        return [self.question(name, record["prompt"], record[side], q) for name, (side, q) in QUESTIONS.items()]
+        return [question(self.template, name, self.config.gen, instruction=record["prompt"], response=record[side],
+                         question=q) for name, (side, q) in QUESTIONS.items()]
 
     def format_output(self, record: dict, completions: list) -> dict | Reject:
         probabilities = {}
@@ -166,20 +152,11 @@ class LogprobJudge(Judge):
             p = p_yes(completion)
             if p is None:
                 return self.reject(record, "llm-failure", "no log-probabilities returned", raw=completion.text)
-            b = self.baseline[name]  # P(yes) re-weighted so that the content-free answer sits at 0.5
-            probabilities[name] = (p / b) / (p / b + (1 - p) / (1 - b))
+            probabilities[name] = calibrated(p, self.baseline[name])
         verdict = {**{name: p >= self.config.yes_threshold for name, p in probabilities.items()},
                    "p_yes": {name: round(p, 4) for name, p in probabilities.items()},
                    "rationale": "logprob mode: " + ", ".join(f"P(yes | {n}) = {p:.2f}" for n, p in probabilities.items())}
         return self.decide(record, verdict)
-
-
-def p_yes(completion) -> float | None:
-    """P(yes) among {yes, no}, or None when the completion carries no choice log-probabilities."""
-    if completion is None or not completion.choice_logprobs:
-        return None
-    yes, no = completion.choice_logprobs["Yes"], completion.choice_logprobs["No"]
-    return 1 / (1 + math.exp(no - yes))
 
 
 def run(config: Config, io: StageIO) -> StageResult:

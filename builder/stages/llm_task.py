@@ -85,9 +85,10 @@ class TaskRun:
     summary: object
 
 
-def run_task(task: LLMTask, records: list[dict], llm, *, use_cache: bool = True) -> TaskRun:
+def run_task(task: LLMTask, records: list[dict], llm, *, use_cache: bool = True, backend=None) -> TaskRun:
     """Every record ends kept or rejected with a reason; none is lost. ``llm`` is an LLMSpec; its
-    ``max_failed_fraction`` decides when failed calls fail the stage."""
+    ``max_failed_fraction`` decides when failed calls fail the stage. ``backend``: one other than the
+    spec's own (e.g. the moderation endpoint), with the same cache, retries and summary."""
     from builder.llm import run_requests
 
     from dataclasses import replace
@@ -108,7 +109,7 @@ def run_task(task: LLMTask, records: list[dict], llm, *, use_cache: bool = True)
 
     stopped = None
     try:
-        outcome = run_requests(llm, requests, use_cache=use_cache, desc=task.stage)
+        outcome = run_requests(llm, requests, use_cache=use_cache, desc=task.stage, backend=backend)
     except RunStopped as e:  # what arrived is kept (output or rejects); the stage still fails
         outcome, stopped = e.outcome, str(e)
 
