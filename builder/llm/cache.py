@@ -13,7 +13,8 @@ completions, so exactly one process wins a key). Storing the completion releases
 that finds a key leased by another waits and reads the completion when it lands. A lease is live while
 its owner's expiry (one ``lease_owners`` row per process, ``llm.lease_s`` ahead) is in the future; a
 thread renews it every lease_s / 3 (one UPDATE however many keys are leased), so a process killed with
-kill -9 leaves leases that expire within ``lease_s``, and another process then takes them over.
+kill -9 leaves leases that expire within ``lease_s``, and another process then takes them over. On the
+same machine a dead owner is known at once (its pid is gone), so a rerun after kill -9 does not wait.
 """
 
 from __future__ import annotations
@@ -63,7 +64,33 @@ CREATE TABLE IF NOT EXISTS leases (
     owner TEXT NOT NULL
 ) WITHOUT ROWID;
 """
-LIVE = "SELECT owner FROM lease_owners WHERE expires > ?"  # owners whose leases hold (bind: now)
+_OPEN_OWNERS: set[str] = set()  # the owners of this process's open caches (its other leases are dead)
+
+
+def _this_machine() -> str:
+    """Host name and pid namespace: where a pid names the same process (containers may share a host name)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def _gone(owner: str) -> bool:
+    """The owner process is known to be dead: on this machine and its pid no longer exists (or, in this
+    process, its cache was closed). Elsewhere only the expiry tells; a reused pid only makes us wait."""
+    machine, pid, _ = owner.rsplit(":", 2)
+    if machine != _this_machine():
+        return False
+    if int(pid) == os.getpid():
+        return owner not in _OPEN_OWNERS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by another user
+        return False
+    return False
 
 CHUNK = 500  # keys per IN (...) query: far below SQLite's limit on bound variables
 
@@ -91,9 +118,10 @@ class Cache:
         self.db.execute("PRAGMA synchronous=NORMAL")  # durable across a killed process (not a power cut)
         self.db.execute("PRAGMA busy_timeout=60000")
         self.db.executescript(_SCHEMA)
-        # Who holds a lease: host and pid say which process (for a human reading the table), the random
-        # token keeps two Cache objects of one process (or a reused pid) apart.
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # Who holds a lease: machine and pid say which process (and let a dead one be recognised), the
+        # random token keeps two Cache objects of one process apart.
+        self.owner = f"{_this_machine()}:{os.getpid()}:{secrets.token_hex(4)}"
+        _OPEN_OWNERS.add(self.owner)
         self._renewer: threading.Thread | None = None
         self._renewing = threading.Event()  # set while this process holds leases
         self._closing = threading.Event()
@@ -237,11 +265,13 @@ class Cache:
             with self._transaction() as db:
                 found.update(self._select([k for k in keys if k not in found]))
                 wanted = [k for k in keys if k not in found]
-                now = time.time()
-                db.execute("INSERT OR REPLACE INTO lease_owners VALUES (?,?)", (self.owner, now + lease_s))
+                live = self._live_owners()
+                db.executemany("DELETE FROM lease_owners WHERE owner=?", [(o,) for o in self._owners() if o not in live])
+                db.execute("INSERT OR REPLACE INTO lease_owners VALUES (?,?)", (self.owner, time.time() + lease_s))
                 # Exactly one process wins a key: a lease is inserted, or taken over only from a dead owner.
-                db.executemany(f"INSERT INTO leases VALUES (?,?) ON CONFLICT(key) DO UPDATE SET owner=excluded.owner "
-                               f"WHERE leases.owner NOT IN ({LIVE})", [(k, self.owner, now) for k in wanted])
+                db.executemany("INSERT INTO leases VALUES (?,?) ON CONFLICT(key) DO UPDATE SET owner=excluded.owner "
+                               "WHERE leases.owner NOT IN (SELECT owner FROM lease_owners)",
+                               [(k, self.owner) for k in wanted])
                 leased = set()
                 for chunk in _chunks(wanted):
                     leased.update(k for (k,) in db.execute(
@@ -257,11 +287,20 @@ class Cache:
         """The keys no other process holds a live lease on (a read: no write lock)."""
         held = set()
         with self._lock:
-            for chunk in _chunks(keys):
-                held.update(k for (k,) in self.db.execute(
-                    f"SELECT key FROM leases WHERE owner != ? AND owner IN ({LIVE}) "
-                    f"AND key IN ({','.join('?' * len(chunk))})", [self.owner, time.time(), *chunk]))
+            live = self._live_owners() - {self.owner}
+            for chunk in _chunks(keys if live else []):
+                held.update(k for k, owner in self.db.execute(
+                    f"SELECT key, owner FROM leases WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                    if owner in live)
         return [k for k in keys if k not in held]
+
+    def _owners(self) -> dict[str, float]:
+        return dict(self.db.execute("SELECT owner, expires FROM lease_owners"))
+
+    def _live_owners(self) -> set[str]:
+        """Owners whose leases hold: not expired, and not known to be dead (one row per running process)."""
+        now = time.time()
+        return {o for o, expires in self._owners().items() if expires > now and not _gone(o)}
 
     def renew(self, lease_s: float) -> None:
         """Push back the expiry of every lease this process holds (one row, however many leases)."""
@@ -277,7 +316,8 @@ class Cache:
                 if keys is not None:
                     db.executemany("DELETE FROM leases WHERE key=? AND owner=?", [(k, self.owner) for k in keys])
                 else:
-                    db.execute("DELETE FROM lease_owners WHERE owner=? OR expires <= ?", (self.owner, time.time()))
+                    live = self._live_owners() - {self.owner}
+                    db.executemany("DELETE FROM lease_owners WHERE owner=?", [(o,) for o in self._owners() if o not in live])
                     db.execute("DELETE FROM leases WHERE owner NOT IN (SELECT owner FROM lease_owners)")
         except sqlite3.Error:
             pass
@@ -378,6 +418,7 @@ class Cache:
             pass
         finally:
             self.release()
+            _OPEN_OWNERS.discard(self.owner)
             self._closing.set()
             if self._renewer is not None:
                 self._renewer.join()
