@@ -52,6 +52,7 @@ class LLMSpec:
     max_failed_fraction: float = 0.1  # a stage fails (exit 1) when more than this fraction of its records failed
     max_rpm: float | None = None  # openai: requests per minute (token bucket)
     max_tpm: float | None = None  # openai: tokens per minute (prompt characters / 4 + max_new_tokens)
+    lease_s: float = 30.0  # processes sharing a cache: a key being asked for is leased this long, renewed every lease_s/3
 
     def __post_init__(self):
         from builder.errors import BadInput
@@ -68,6 +69,8 @@ class LLMSpec:
             raise BadInput(f"max_retries must be >= 0, got {self.max_retries}")
         if not 0 <= float(self.max_failed_fraction) <= 1:
             raise BadInput(f"llm.max_failed_fraction must be between 0 and 1, got {self.max_failed_fraction}")
+        if float(self.lease_s) <= 0:
+            raise BadInput(f"llm.lease_s must be positive, got {self.lease_s}")
         for name in ("max_rpm", "max_tpm"):
             if getattr(self, name) is not None and float(getattr(self, name)) <= 0:
                 raise BadInput(f"llm.{name} must be positive (or null for no limit), got {getattr(self, name)}")
@@ -145,6 +148,7 @@ class Summary:
     total: int = 0
     done: int = 0  # completions, cached ones included
     cached: int = 0  # answered from the cache (no request sent)
+    waited: int = 0  # answered by another process that had the request in flight (no request sent)
     retried: int = 0  # requests that succeeded or failed only after retries
     failed: int = 0
     prompt_tokens: int = 0  # spent in this run (cached completions cost nothing again)
@@ -154,7 +158,8 @@ class Summary:
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        line = (f"{self.done}/{self.total} done ({self.cached} from cache), {self.retried} retried, "
+        waited = f", {self.waited} waited for another process" if self.waited else ""
+        line = (f"{self.done}/{self.total} done ({self.cached} from cache{waited}), {self.retried} retried, "
                 f"{self.failed} failed; tokens {self.prompt_tokens} in / {self.completion_tokens} out")
         if self.cost_usd:
             line += f"; cost ${self.cost_usd:.4f}"

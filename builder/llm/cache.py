@@ -6,15 +6,28 @@ The key is ``base.cache_key`` (sha256 of backend kind, model, adapter, prompt or
 The cache holds what the model returned, before any parsing, so a parse rule can change without
 paying again. It lives outside DVC outs (``$BUILDER_CACHE`` or the user's cache folder) because DVC
 deletes a stage's outs before rerunning it.
+
+Several processes may share one cache and stay exactly-once: before sending, a process takes a
+*lease* on each key it is about to ask for (``claim``, one transaction with the check for stored
+completions, so exactly one process wins a key). Storing the completion releases the lease; a process
+that finds a key leased by another waits and reads the completion when it lands. A lease is live while
+its owner's expiry (one ``lease_owners`` row per process, ``llm.lease_s`` ahead) is in the future; a
+thread renews it every lease_s / 3 (one UPDATE however many keys are leased), so a process killed with
+kill -9 leaves leases that expire within ``lease_s``, and another process then takes them over. On the
+same machine a dead owner is known at once (its pid is gone), so a rerun after kill -9 does not wait.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 from builder.llm.base import Completion
@@ -42,7 +55,44 @@ CREATE TABLE IF NOT EXISTS batches (
     created REAL NOT NULL,
     status TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS lease_owners (
+    owner TEXT PRIMARY KEY,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL
+) WITHOUT ROWID;
 """
+_OPEN_OWNERS: set[str] = set()  # the owners of this process's open caches (its other leases are dead)
+
+
+def _this_machine() -> str:
+    """Host name and pid namespace: where a pid names the same process (containers may share a host name)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def _gone(owner: str) -> bool:
+    """The owner process is known to be dead: on this machine and its pid no longer exists (or, in this
+    process, its cache was closed). Elsewhere only the expiry tells; a reused pid only makes us wait."""
+    machine, pid, _ = owner.rsplit(":", 2)
+    if machine != _this_machine():
+        return False
+    if int(pid) == os.getpid():
+        return owner not in _OPEN_OWNERS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by another user
+        return False
+    return False
+
+CHUNK = 500  # keys per IN (...) query: far below SQLite's limit on bound variables
 
 
 class CacheWriteFailed(Exception):
@@ -68,22 +118,44 @@ class Cache:
         self.db.execute("PRAGMA synchronous=NORMAL")  # durable across a killed process (not a power cut)
         self.db.execute("PRAGMA busy_timeout=60000")
         self.db.executescript(_SCHEMA)
+        # Who holds a lease: machine and pid say which process (and let a dead one be recognised), the
+        # random token keeps two Cache objects of one process apart.
+        self.owner = f"{_this_machine()}:{os.getpid()}:{secrets.token_hex(4)}"
+        _OPEN_OWNERS.add(self.owner)
+        self._renewer: threading.Thread | None = None
+        self._renewing = threading.Event()  # set while this process holds leases
+        self._closing = threading.Event()
+
+    @contextmanager
+    def _transaction(self):
+        """One write transaction. IMMEDIATE takes SQLite's write lock at BEGIN (waiting up to the busy
+        timeout), so what it reads cannot change before it writes, whatever other processes do."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:  # SQLite already rolled back after some errors (disk full)
+                    self.db.execute("ROLLBACK")
+                raise
 
     # ------------------------------------------------------------------------------ completions
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Completion]:
-        keys = list(dict.fromkeys(keys))
-        found: dict[str, Completion] = {}
         with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                for row in self.db.execute(
-                        "SELECT key, model, text, finish_reason, prompt_tokens, completion_tokens, cost_usd, "
-                        f"choice_logprobs, created_at FROM completions WHERE key IN ({marks})", chunk):
-                    key, model, text, finish, pt, ct, cost, lp, created = row
-                    found[key] = Completion("", text, finish, pt, ct, cost, model, True,
-                                            json.loads(lp) if lp else None, created)
+            return self._select(list(dict.fromkeys(keys)))
+
+    def _select(self, keys: list[str]) -> dict[str, Completion]:
+        found: dict[str, Completion] = {}
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                    "SELECT key, model, text, finish_reason, prompt_tokens, completion_tokens, cost_usd, "
+                    f"choice_logprobs, created_at FROM completions WHERE key IN ({marks})", chunk):
+                key, model, text, finish, pt, ct, cost, lp, created = row
+                found[key] = Completion("", text, finish, pt, ct, cost, model, True,
+                                        json.loads(lp) if lp else None, created)
         return found
 
     @staticmethod
@@ -99,9 +171,10 @@ class Cache:
     def _write(self, rows: list[tuple], replace_old: bool) -> None:
         if self._error is not None:  # after a failed write nothing is trusted to land: fail every later one too
             raise sqlite3.OperationalError(str(self._error))
-        with self._lock:
-            self.db.executemany(
+        with self._transaction() as db:  # the completions and the release of their leases land together
+            db.executemany(
                 f"INSERT OR {'REPLACE' if replace_old else 'IGNORE'} INTO completions VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany("DELETE FROM leases WHERE key=? AND owner=?", [(row[0], self.owner) for row in rows])
 
     # A writer thread keeps SQLite commits off an event loop that has requests to send: each completion
     # is still committed as it arrives (a few hundred microseconds later; several at once under load).
@@ -174,6 +247,101 @@ class Cache:
             self._writer = None
         if self._error is not None:
             raise self._error
+
+    # ------------------------------------------------------------------------------ leases
+
+    def claim(self, keys: Iterable[str], lease_s: float) -> tuple[dict[str, Completion], list[str]]:
+        """For each key: its stored completion, or a lease for this process when no other process holds
+        a live one. Returns (stored completions, leased keys); the keys in neither are in flight in
+        another process (ask again later: their completion lands, or their lease expires or is released).
+        One write transaction for all the keys: the check and the take cannot interleave with another
+        process's, and a single-process run pays one commit, not one per key. Raises CacheWriteFailed
+        when the leases cannot be written (nothing has been sent then)."""
+        keys = list(dict.fromkeys(keys))
+        found = self.get_many(keys)
+        if not self._free([k for k in keys if k not in found]):
+            return found, []  # everything is stored or in flight elsewhere: no need for the write lock
+        try:
+            with self._transaction() as db:
+                found.update(self._select([k for k in keys if k not in found]))
+                wanted = [k for k in keys if k not in found]
+                live = self._live_owners()
+                db.executemany("DELETE FROM lease_owners WHERE owner=?", [(o,) for o in self._owners() if o not in live])
+                db.execute("INSERT OR REPLACE INTO lease_owners VALUES (?,?)", (self.owner, time.time() + lease_s))
+                # Exactly one process wins a key: a lease is inserted, or taken over only from a dead owner.
+                db.executemany("INSERT INTO leases VALUES (?,?) ON CONFLICT(key) DO UPDATE SET owner=excluded.owner "
+                               "WHERE leases.owner NOT IN (SELECT owner FROM lease_owners)",
+                               [(k, self.owner) for k in wanted])
+                leased = set()
+                for chunk in _chunks(wanted):
+                    leased.update(k for (k,) in db.execute(
+                        f"SELECT key FROM leases WHERE owner=? AND key IN ({','.join('?' * len(chunk))})",
+                        [self.owner, *chunk]))
+        except sqlite3.Error as e:
+            raise CacheWriteFailed(self._describe(e)) from None
+        if leased:
+            self._keep_renewing(lease_s)
+        return found, [k for k in wanted if k in leased]
+
+    def _free(self, keys: list[str]) -> list[str]:
+        """The keys no other process holds a live lease on (a read: no write lock)."""
+        held = set()
+        with self._lock:
+            live = self._live_owners() - {self.owner}
+            for chunk in _chunks(keys if live else []):
+                held.update(k for k, owner in self.db.execute(
+                    f"SELECT key, owner FROM leases WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                    if owner in live)
+        return [k for k in keys if k not in held]
+
+    def _owners(self) -> dict[str, float]:
+        return dict(self.db.execute("SELECT owner, expires FROM lease_owners"))
+
+    def _live_owners(self) -> set[str]:
+        """Owners whose leases hold: not expired, and not known to be dead (one row per running process)."""
+        now = time.time()
+        return {o for o, expires in self._owners().items() if expires > now and not _gone(o)}
+
+    def renew(self, lease_s: float) -> None:
+        """Push back the expiry of every lease this process holds (one row, however many leases)."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO lease_owners VALUES (?,?)", (self.owner, time.time() + lease_s))
+
+    def release(self, keys: Iterable[str] | None = None) -> None:
+        """Give up these leases (all of this process's when keys is None, with what dead owners left
+        behind): another process may take them at once. Never raises: a lease that cannot be deleted
+        (disk full) still expires."""
+        try:
+            with self._transaction() as db:
+                if keys is not None:
+                    db.executemany("DELETE FROM leases WHERE key=? AND owner=?", [(k, self.owner) for k in keys])
+                else:
+                    live = self._live_owners() - {self.owner}
+                    db.executemany("DELETE FROM lease_owners WHERE owner=?", [(o,) for o in self._owners() if o not in live])
+                    db.execute("DELETE FROM leases WHERE owner NOT IN (SELECT owner FROM lease_owners)")
+        except sqlite3.Error:
+            pass
+        if keys is None:
+            self._renewing.clear()
+
+    def _keep_renewing(self, lease_s: float) -> None:
+        """A daemon thread renews this process's leases every lease_s / 3 while it holds any: a slow
+        request never loses its lease, and a killed process's leases expire within lease_s."""
+        self._lease_s = lease_s
+        self._renewing.set()
+        if self._renewer is not None:
+            return
+
+        def beat():
+            while not self._closing.wait(self._lease_s / 3):
+                if self._renewing.is_set():
+                    try:
+                        self.renew(self._lease_s)
+                    except sqlite3.Error:  # a full disk: the leases may expire; the next write reports the disk
+                        pass
+
+        self._renewer = threading.Thread(target=beat, name="builder-cache-leases", daemon=True)
+        self._renewer.start()
 
     # ------------------------------------------------------------------------------ batches
 
@@ -249,8 +417,18 @@ class Cache:
         except CacheWriteFailed:
             pass
         finally:
+            self.release()
+            _OPEN_OWNERS.discard(self.owner)
+            self._closing.set()
+            if self._renewer is not None:
+                self._renewer.join()
             with self._lock:
                 self.db.close()
+
+
+def _chunks(keys: list[str]):
+    for start in range(0, len(keys), CHUNK):
+        yield keys[start:start + CHUNK]
 
 
 def _iso(t: float | None) -> str | None:

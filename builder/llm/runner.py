@@ -84,14 +84,29 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
     summary = Summary(total=len(requests))
     stats = RunStats()
     try:
-        hits = store.get_many(by_ck) if use_cache else {}
+        dry_run = getattr(spec, "dry_run", False)
+        lease_s = float(getattr(spec, "lease_s", 30.0))
+        stopped = None  # why the run stopped early (a fatal backend error, the cache cannot be written)
+        if use_cache and not dry_run:  # one transaction: what is stored, and a lease on what this process will send
+            try:
+                hits, leased = store.claim(by_ck, lease_s)
+            except CacheWriteFailed as e:  # nothing sent yet: every request fails with the disk's message
+                hits, leased, stopped = store.get_many(by_ck), [], str(e)
+        else:  # use_cache=False asks afresh whatever another process has in flight: no leases
+            hits = store.get_many(by_ck) if use_cache else {}
+            leased = [ck for ck in by_ck if ck not in hits]
         for ck, completion in hits.items():
             for r in by_ck[ck]:
                 _settle(r, _postprocess(r, completion), completions, failures)
         summary.cached = sum(len(by_ck[ck]) for ck in hits)
-        todo = [(ck, rs[0]) for ck, rs in by_ck.items() if ck not in hits]
-        if getattr(spec, "dry_run", False):
+        todo = [(ck, by_ck[ck][0]) for ck in leased]
+        if dry_run:
             raise DryRun(_estimate(spec, identity, todo, len(requests), summary.cached, desc))
+        leased_set = set(leased)
+        elsewhere = [] if stopped else [ck for ck in by_ck if ck not in hits and ck not in leased_set]  # in flight elsewhere
+        if elsewhere:
+            print(f"{desc}: {len(elsewhere)} requests are in flight in another process sharing {store.path}: "
+                  "waiting for their answers instead of paying again", file=sys.stderr)
 
         bar = _progress_bar(desc, total=len(requests), initial=summary.cached)
 
@@ -106,6 +121,7 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
                 for r in by_ck[ck]:
                     _settle(r, _postprocess(r, result), completions, failures)
             else:
+                store.release([ck])  # another process sharing the cache may try it now
                 for r in by_ck[ck]:
                     _settle(r, replace(result, key=r.key), completions, failures)
             bar.update(len(by_ck[ck]))
@@ -116,10 +132,25 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
             return committed
 
         pending_done: set[str] = set()
-        stopped = None  # why the run stopped early (a fatal backend error, the cache cannot be written)
         try:
-            if todo:
-                backend.run(todo, emit, stats, store)
+            while True:
+                if todo:
+                    backend.run(todo, emit, stats, store)
+                if not elsewhere or stopped or stats.stopped:
+                    break
+                # Another process has these in flight: read what it stored; take over what it gave up
+                # (its request failed) or left behind (killed: the lease expired).
+                time.sleep(min(0.5, lease_s / 4))
+                landed, leased = store.claim(elsewhere, lease_s)
+                for ck, completion in landed.items():
+                    pending_done.add(ck)
+                    for r in by_ck[ck]:
+                        _settle(r, _postprocess(r, completion), completions, failures)
+                    bar.update(len(by_ck[ck]))
+                summary.waited += sum(len(by_ck[ck]) for ck in landed)
+                leased_set = set(leased)
+                todo = [(ck, by_ck[ck][0]) for ck in leased]
+                elsewhere = [ck for ck in elsewhere if ck not in landed and ck not in leased_set]
         except (RunFailed, CacheWriteFailed) as e:  # what arrived before the stop is settled: keep it
             stopped = str(e)
         finally:
@@ -129,9 +160,10 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
                 store.flush()
             except CacheWriteFailed as e:  # never masks an exception already on its way (Ctrl-C, SIGTERM)
                 stopped = stopped or str(e)
+            store.release()  # what this process did not finish, another may take at once
         unsent = stopped or stats.stopped or "no result from the backend (interrupted?)"
-        for ck, r in todo:
-            if ck not in pending_done:  # a backend must emit once per item; never leave a record unaccounted for
+        for ck in by_ck:
+            if ck not in hits and ck not in pending_done:  # never leave a record unaccounted for
                 for rr in by_ck[ck]:
                     _settle(rr, Failure(rr.key, unsent), completions, failures)
     finally:
