@@ -34,7 +34,7 @@ NOT_FIELDS = {
 }
 # Config fields that params.yaml does not set: set per run by a flag (metadata flag_only), built from
 # other sections (llm, gen: builder.llm.LLMSpec / GenParams), or the subcommand.
-NOT_PARAMS = {"llm", "gen"}
+NOT_PARAMS = {"llm", "gen", "moderation_llm", "judge_llm"}
 
 # params.yaml values that differ from the code's default on purpose: this project's files and the demo's
 # small sizes (outside a project the defaults hold).
@@ -43,6 +43,8 @@ PROJECT_CHOICES = {
     "mix.n": "the sample's N", "mix.family": "the sample's N sweep", "pairs.exports": "the demo writes both exports",
     "generate.max_new_tokens": "demo", "generate.limit": "demo", "train.max_steps": "demo", "train.cutoff": "demo",
     "train.micro_batch_size": "demo",
+    "score.moderation": "the endpoint's model and a rate limit written out for users (the code's {} resolves to the same model)",
+    "score.judge": "the judge model written out for users (the code's {} resolves to llm:'s backend and model)",
 }
 
 JSON_TYPES = {str: {"string"}, int: {"integer"}, float: {"number", "integer"}, bool: {"boolean"}, list: {"array"},
