@@ -117,3 +117,10 @@ def test_report_on_a_folder_reads_every_score_file_in_it_but_rejects(tmp_path):
     assert run.returncode == 0, run.stderr
     rows = json.loads((tmp_path / "rep" / "metrics.json").read_text())["rows"]
     assert {(r["model"], r["n"], r["refusal_rate"]) for r in rows} == {("base", 2, 0.5), ("n100", 3, 1.0)}
+
+
+def test_models_are_ordered_by_their_number_not_alphabetically(tmp_path):
+    write_jsonl(tmp_path / "s.jsonl", [score(m, "I-CoNa", True) for m in ("n1000", "n500", "base", "n100")])
+    assert builder("report", "--in", tmp_path / "s.jsonl", "--out", tmp_path / "rep", cwd=tmp_path).returncode == 0
+    rows = json.loads((tmp_path / "rep" / "metrics.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["base", "n100", "n500", "n1000"]

@@ -41,6 +41,13 @@ RATE_COLUMNS = {"moderation": "moderation"}  # moderation: share of outputs flag
 MEAN_COLUMNS = {"judge": "judge"}  # judge: mean P(harmful)
 
 
+def natural(name: str) -> list:
+    """Sort key putting n100 before n1000 and n500 before n1000 (numbers compared as numbers)."""
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(name))]
+
+
 def table(records: list[dict], config: ReportConfig) -> list[dict]:
     groups: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
@@ -48,7 +55,7 @@ def table(records: list[dict], config: ReportConfig) -> list[dict]:
             if value is not None:
                 groups[(model_label(rec), rec["suite"])][scorer].append(value)
     rows = []
-    for (model, suite), scores in sorted(groups.items()):
+    for (model, suite), scores in sorted(groups.items(), key=lambda item: (natural(item[0][0]), item[0][1])):
         row = {"model": model, "suite": suite, "benign": suite in config.benign_suites}
         refusals = scores.get("refusal")
         if refusals:
@@ -88,7 +95,7 @@ def exaggerated_safety(rows: list[dict]) -> dict[str, float]:
         if row["benign"] and "refusal_rate" in row:
             totals[row["model"]][0] += row["refusal_rate"] * row["n"]
             totals[row["model"]][1] += row["n"]
-    return {m: round(k / n, 6) for m, (k, n) in sorted(totals.items()) if n}
+    return {m: round(k / n, 6) for m, (k, n) in sorted(totals.items(), key=lambda item: natural(item[0])) if n}
 
 
 def write_png(rows: list[dict], path: Path) -> None:
@@ -99,7 +106,7 @@ def write_png(rows: list[dict], path: Path) -> None:
 
     rows = [r for r in rows if "refusal_rate" in r]
     suites = sorted({r["suite"] for r in rows})
-    models = sorted({r["model"] for r in rows})
+    models = sorted({r["model"] for r in rows}, key=natural)
     width = 0.8 / max(1, len(models))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(suites) + 2), 3.8))
     for i, model in enumerate(models):
