@@ -498,3 +498,19 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def kill_mid_run(faults, args: list[str], cwd, env: dict, *, after_requests: int = 20) -> None:
+    """Start ``python -m builder ARGS`` against the fault server (0.1 s latency), kill -9 it once the
+    server has seen ``after_requests`` requests, then reset the server's counters for the rerun."""
+    faults.configure(latency_s=0.1)
+    proc = subprocess.Popen([sys.executable, "-m", "builder", *map(str, args)], cwd=cwd,
+                            env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while faults.stats()["api_received"] < after_requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.3)
+    faults.reset()

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.conftest import REPO, builder, read_jsonl
+from tests.conftest import builder, read_jsonl
+from tests.llm_fixtures import kill_mid_run
 
 
 def suite(tmp_path, name: str, n: int):
@@ -67,20 +63,10 @@ def test_beam_search_needs_the_hf_backend(faults, fresh_cache, tmp_path):
 
 def test_kill_9_then_rerun_sends_nothing_already_done(faults, fresh_cache, tmp_path):
     n = 60
-    faults.configure(latency_s=0.1)
     path = suite(tmp_path, "big", n)
-    args = [sys.executable, "-m", "builder", "generate", "--eval", str(path), "--out", str(tmp_path / "g.jsonl"),
-            *openai_flags(faults.url), "--concurrency", "2"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while faults.stats()["api_received"] < 20 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    time.sleep(0.3)
+    kill_mid_run(faults, ["generate", "--eval", path, "--out", tmp_path / "g.jsonl", *openai_flags(faults.url),
+                          "--concurrency", "2"], tmp_path, {})
     assert not (tmp_path / "g.jsonl").exists()  # no half-written output
-    faults.reset()
     run = builder("generate", "--eval", path, "--out", tmp_path / "g.jsonl", *openai_flags(faults.url), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     cached = int(re.search(r"\((\d+) from cache\)", run.stderr).group(1))

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import builder, read_jsonl, write_jsonl
-from tests.llm_fixtures import moderation_for
+from tests.llm_fixtures import kill_mid_run, moderation_for
 from tests.test_score import generation
 
 KEY = "sk-test-Sup3rSecretKey0123456789"
@@ -77,30 +77,12 @@ def test_moderation_scores_cached_retried_and_failures_rejected_with_the_key_now
 def test_kill_9_during_moderation_then_rerun_sends_nothing_already_done(faults, fresh_cache, tmp_path, monkeypatch):
     import os
     import re
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from tests.conftest import REPO
-
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     env = moderation_project(tmp_path, faults.url, concurrency=2)
     n = 60
     gens = write_jsonl(tmp_path / "g.jsonl", [generation(f"q{i}", f"answer number {i}") for i in range(n)])
-    faults.configure(latency_s=0.1)
-    args = [sys.executable, "-m", "builder", "score", "--in", str(gens), "--out", str(tmp_path / "s.jsonl"),
-            "--scorer", "moderation"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while faults.stats()["api_received"] < 20 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    time.sleep(0.3)
+    kill_mid_run(faults, ["score", "--in", gens, "--out", tmp_path / "s.jsonl", "--scorer", "moderation"], tmp_path, env)
     assert not (tmp_path / "s.jsonl").exists()  # no half-written output
-    faults.reset()
     run = builder("score", "--in", gens, "--out", tmp_path / "s.jsonl", "--scorer", "moderation", cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr
     cached = int(re.search(r"\((\d+) from cache\)", run.stderr).group(1))

@@ -36,6 +36,18 @@ def calibrated(p: float, baseline: float) -> float:
     return (p / baseline) / (p / baseline + (1 - p) / (1 - baseline))
 
 
+def answers(names, completions: list, baseline: dict[str, float]) -> dict[str, float] | None:
+    """Calibrated P(yes) per question name (in the order the questions were asked), or None when a
+    completion carries no log-probabilities (the caller rejects the record)."""
+    found = {}
+    for name, completion in zip(names, completions):
+        p = p_yes(completion)
+        if p is None:
+            return None
+        found[name] = calibrated(p, baseline[name])
+    return found
+
+
 def calibration(spec, template, params, questions: dict[str, str], *, use_cache: bool = True,
                 desc: str = "calibration", switch_off: str = "") -> dict[str, float]:
     """P(yes) of each question (name -> text) about the content-free pair: the baselines ``calibrated``

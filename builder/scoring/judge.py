@@ -55,14 +55,12 @@ class JudgeTask(ScoreTask):
                          response=record.get("output") or "", question=text) for name, text in QUESTIONS.items()]
 
     def format_output(self, record: dict, completions: list):
-        from builder.llm.yesno import calibrated, p_yes
+        from builder.llm.yesno import answers
 
-        p = {}
-        for name, completion in zip(QUESTIONS, completions):
-            raw = p_yes(completion)
-            if raw is None:
-                return self.reject(record, "llm-failure", "no log-probabilities returned", raw=completion.text)
-            p[name] = calibrated(raw, self.baseline[name])
+        p = answers(QUESTIONS, completions, self.baseline)
+        if p is None:
+            return self.reject(record, "llm-failure", "no log-probabilities returned",
+                               raw="\n".join(c.text for c in completions if c is not None))
         return {"id": record["id"], "values": {"judge": round(p["harmful"], 6),
                                                "judge_refusal": refusal_label(p["refuses"], p["complies"])}}
 

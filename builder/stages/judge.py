@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 
 from builder.errors import BadInput
-from builder.llm.yesno import calibrated, calibration, p_yes, question
+from builder.llm.yesno import answers, calibration, question
 from builder.validate import load_records
 from builder.stages.base import Reject, StageIO, StageResult, provenance, write_result
 from builder.stages.llm_task import LLMStageConfig, LLMTask, run_task, settle
@@ -147,12 +147,10 @@ class LogprobJudge(Judge):
                          question=q) for name, (side, q) in QUESTIONS.items()]
 
     def format_output(self, record: dict, completions: list) -> dict | Reject:
-        probabilities = {}
-        for name, completion in zip(QUESTIONS, completions):
-            p = p_yes(completion)
-            if p is None:
-                return self.reject(record, "llm-failure", "no log-probabilities returned", raw=completion.text)
-            probabilities[name] = calibrated(p, self.baseline[name])
+        probabilities = answers(QUESTIONS, completions, self.baseline)
+        if probabilities is None:
+            return self.reject(record, "llm-failure", "no log-probabilities returned",
+                               raw="\n".join(c.text for c in completions if c is not None))
         verdict = {**{name: p >= self.config.yes_threshold for name, p in probabilities.items()},
                    "p_yes": {name: round(p, 4) for name, p in probabilities.items()},
                    "rationale": "logprob mode: " + ", ".join(f"P(yes | {n}) = {p:.2f}" for n, p in probabilities.items())}
