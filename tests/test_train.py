@@ -46,6 +46,8 @@ def _assert_adapter(out: Path, mode: str, steps: int) -> dict:
     assert manifest["mode"] == mode and manifest["steps"] == steps and manifest["base_model"] == "smollm2-135m"
     assert len(manifest["data_sha256"]) == 64 and manifest["final_loss"] > 0 and manifest["params"]["lora_r"] == 8
     assert (out / "tokenizer.json").is_file() and not (out / "checkpoints").exists()
+    adapter_config = json.loads((out / "adapter_config.json").read_text())  # no set order in the file: identical runs,
+    assert adapter_config["target_modules"] == ["q_proj", "v_proj"]           # identical bytes (and dvc.lock hashes)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(resolve("smollm2-135m").path), str(out))
     assert any("lora_A" in name for name, _ in model.named_parameters())
     metrics = json.loads((out.parent / "metrics" / out.name / "metrics.json").read_text())

@@ -342,7 +342,8 @@ def run(config: Config, io: StageIO) -> StageResult:
                 f"(task {task}, seed {seed}; {len(pool)} usable of {len(safety_records)} read) into {out}; "
                 f"manifest {manifest}" + (f"; report {report}" if report else ""))
     from builder.publish.card import card_or_note  # the dataset card beside the mix: <stem>.card.md
-    card = card_or_note(out, out.with_name(f"{out.stem}.card.md"), metrics_dir=Path(report).parent if report else Path("metrics"))
+    card = card_or_note(out, out.with_name(f"{out.stem}.card.md"), reproducible=True,  # a DVC output: same bytes on a rerun
+                        metrics_dir=Path(report).parent if report else Path("metrics"))
     rejects = [Reject.from_dict(entry) for entry in removed + excluded]
     return StageResult("mix", read=len(general_records) + len(safety_records), kept=records, rejects=rejects, out=out,
                        headline=headline, notes=[card], own_metrics=composition)

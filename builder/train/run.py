@@ -254,6 +254,11 @@ def _finish(trainer, out: Path, manifest: dict, base_name: str, *, keep_checkpoi
     adapter_config = staging / "adapter_config.json"
     config = json.loads(adapter_config.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_name  # the name, not this machine's cache path
+    # peft keeps target_modules as a set: its order follows the process's hash seed, so two identical
+    # runs would write different files (and dvc.lock hashes).
+    for key in ("target_modules", "modules_to_save"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
     adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     checkpoints = out / CHECKPOINTS
