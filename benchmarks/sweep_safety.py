@@ -16,24 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from cli_run import builder  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO.parent / "shared" / "seed-data" / "safety-tuned-llamas" / "data"
 HARMFUL, BENIGN = "I-MaliciousInstructions", "I-Alpaca"
-
-
-def builder(*args, cwd: Path) -> float:
-    """Run one builder command; exit with its stderr when it fails. Returns its wall seconds."""
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "builder", *map(str, args)], cwd=cwd, capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(f"builder {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
-    return time.perf_counter() - start
 
 
 def main() -> None:
