@@ -124,3 +124,20 @@ def test_models_are_ordered_by_their_number_not_alphabetically(tmp_path):
     assert builder("report", "--in", tmp_path / "s.jsonl", "--out", tmp_path / "rep", cwd=tmp_path).returncode == 0
     rows = json.loads((tmp_path / "rep" / "metrics.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["base", "n100", "n500", "n1000"]
+
+
+def test_nothing_to_report_is_exit_2_saying_what_to_give(tmp_path):
+    (tmp_path / "scores").mkdir()
+    empty_folder = builder("report", "--in", tmp_path / "scores", "--out", tmp_path / "rep", cwd=tmp_path)
+    assert empty_folder.returncode == 2 and "no score files" in empty_folder.stderr
+    (tmp_path / "scores" / "s.jsonl").write_text("")
+    empty_file = builder("report", "--in", tmp_path / "scores", "--out", tmp_path / "rep", cwd=tmp_path)
+    assert empty_file.returncode == 2 and "no score records" in empty_file.stderr
+    assert not (tmp_path / "rep").exists()
+
+
+def test_a_bad_judge_backend_names_the_judge_flags(tmp_path):
+    gens = write_jsonl(tmp_path / "g.jsonl", [])
+    run = builder("score", "--in", gens, "--out", tmp_path / "s.jsonl", "--scorer", "judge", "--judge-backend", "bogus",
+                  cwd=tmp_path)
+    assert run.returncode == 2 and "judge scorer (--judge-* flags" in run.stderr and "bogus" in run.stderr

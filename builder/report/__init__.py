@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,6 @@ MEAN_COLUMNS = {"judge": "judge"}  # judge: mean P(harmful)
 
 def natural(name: str) -> list:
     """Sort key putting n100 before n1000 and n500 before n1000 (numbers compared as numbers)."""
-    import re
-
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(name))]
 
 
@@ -183,7 +182,15 @@ def run(config: ReportConfig, io: StageIO) -> StageResult:
     from builder.records import atomic_path
     from builder.validate import load_records
 
-    records = [rec for path in score_files(io.inputs) for rec in load_records(path, "score")]
+    from builder.errors import BadInput
+
+    files = score_files(io.inputs)
+    if not files:
+        raise BadInput(f"--in {', '.join(map(str, io.inputs))}: no score files (*.jsonl) there; give the files "
+                       "`builder score --out` wrote, or their folder")
+    records = [rec for path in files for rec in load_records(path, "score")]
+    if not records:
+        raise BadInput(f"{', '.join(files)}: no score records, nothing to report; run `builder score` first")
     rows = table(records, config)
     exaggerated = exaggerated_safety(rows)
     out = Path(io.out)

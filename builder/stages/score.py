@@ -53,8 +53,15 @@ class ScoreConfig(StageConfig):
             from builder.config import section
 
             llm_defaults = section("llm")
-        config.moderation_llm = moderation_spec(config.moderation, llm_defaults, **(moderation_flags or {}))
-        config.judge_llm = LLMSpec.from_params(config.judge, llm_defaults, **(judge_flags or {}))
+        # The messages of LLMSpec name the plain flags (--backend ...): say which scorer they are about.
+        try:
+            config.moderation_llm = moderation_spec(config.moderation, llm_defaults, **(moderation_flags or {}))
+        except BadInput as error:
+            raise BadInput(f"moderation scorer (--moderation-* flags, score.moderation in params.yaml): {error}") from None
+        try:
+            config.judge_llm = LLMSpec.from_params(config.judge, llm_defaults, **(judge_flags or {}))
+        except BadInput as error:
+            raise BadInput(f"judge scorer (--judge-* flags, score.judge in params.yaml): {error}") from None
         return config
 
 
