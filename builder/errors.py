@@ -36,6 +36,19 @@ class Problem:
         return escape(f"{self.file}:{self.where}: {self.field}: {self.message}")
 
 
+class FirstProblems(list):
+    """The first ``keep`` problems of a run and how many there were in all (``total``): a file with
+    millions of bad records must not hold every problem in memory to print a few of them."""
+
+    def __init__(self, keep: int = 1000):
+        super().__init__()
+        self.keep, self.total = keep, 0
+
+    def add(self, problems: list[Problem]) -> None:
+        self.total += len(problems)
+        self.extend(problems[:max(0, self.keep - len(self))])
+
+
 class BadInput(Exception):
     """Bad usage or bad input: exit code 2. ``problems`` (if any) are printed one per line."""
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from builder.errors import BadInput, Problem
-from builder.records import guess_kind, kind_of, read_rows, schema, text_fields, to_record
+from builder.records import guess_kind, jsonl_rows, kind_of, read_rows, readable_file, schema, text_fields, to_record
 from builder.stages.base import Reject
 
 # Normalisation for near-duplicates and contamination: case, punctuation and spacing do not count.
@@ -118,7 +118,8 @@ def schema_problems(kind: str, rec: dict, *, columns: list[str] | None = None) -
 
 # ------------------------------------------------------------------------------------------- check
 
-CHUNK = 50_000  # records held at once: memory stays flat whatever the file size
+CHUNK = 20_000  # records held at once (a few in flight with workers): memory stays flat whatever the file size
+PARALLEL_FROM_BYTES = 32 << 20  # a JSON Lines file this big is parsed by worker processes (one per core)
 
 
 def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, semantic: bool = True,
@@ -135,44 +136,39 @@ def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, sema
 
 def check_chunks(source: str, kind: str, *, mapping: dict[str, str] | None = None, semantic: bool = True,
                  limits: Limits = Limits(), against: list[str] = (), stamp_source: bool = False,
-                 keep: bool = False, stage: str = "validate", rows=None) -> Iterator[Result]:
+                 keep: bool = False, stage: str = "validate", rows=None, workers: int | None = None) -> Iterator[Result]:
     """Yield one Result per chunk of rows (its good and bad records; the last one also carries the
     stats of the whole file). Across chunks only 64-bit hashes of ids and near-duplicate keys are
     kept, so memory does not grow with the file. ``keep`` accumulates everything in one Result.
 
     ``semantic`` adds the checks across records; ``stamp_source`` records file:line in meta.source
     (ingest does this; validate keeps the provenance records already carry). ``rows`` replaces reading
-    ``source`` (e.g. ingest's wide files, one row per model output)."""
+    ``source`` (e.g. ingest's wide files, one row per model output). ``workers`` > 1 parses a JSON
+    Lines file in that many processes while this one checks across records and writes (None: one
+    per core for files of PARALLEL_FROM_BYTES or more); the result is the same either way."""
     kind = kind_of(kind)
     total = Result(source, kind, stage)
     tally = _Tally(kind)
     seen = _SeenSoFar() if semantic else None
     evals = eval_prompts(against) if semantic and against else None
-    columns: list[str] | None = None
-    from builder.progress import progress
+    shape_args = (kind, mapping, source if stamp_source else None)
+    if workers is None:
+        workers = _auto_workers(source) if rows is None else 1
+    if workers > 1 and rows is None:
+        shaped_chunks = _shaped_by_workers(source, shape_args, workers)
+    else:
+        from builder.progress import progress
 
-    rows = progress(read_rows(source) if rows is None else rows, f"reading {source}")
-    while True:
-        chunk = Result(source, kind, stage)
-        records, wheres, row_problems = [], [], {}
-        for row in itertools.islice(rows, CHUNK):
-            chunk.read += 1
-            if row.data is None:
-                _quarantine(chunk, row.where, row.problems, raw=row.raw)
-                continue
-            if columns is None:
-                columns = list(row.data)
-                missing = [old for old in (mapping or {}) if old not in columns]
-                if missing:
-                    raise BadInput(f"{source}: --map names column(s) {', '.join(missing)} that the file does not "
-                                   f"have (columns: {', '.join(columns)})")
-            rec, problems = to_record(kind, row.data, mapping=mapping,
-                                      source=source if stamp_source else None, where=row.where)
-            problems += schema_problems(kind, rec, columns=columns)
-            if problems:
-                row_problems[len(records)] = problems
-            records.append(rec)
-            wheres.append(row.where)
+        shaped_chunks = _shaped_here(progress(read_rows(source) if rows is None else rows, f"reading {source}"), shape_args)
+    for shaped, last in _with_last(shaped_chunks):
+        chunk = Result(source, kind, stage, read=shaped.read)
+        for where, problems, raw in shaped.unreadable:
+            _quarantine(chunk, where, problems, raw=raw)
+        missing = [old for old in (mapping or {}) if shaped.columns is not None and old not in shaped.columns]
+        if missing:
+            raise BadInput(f"{source}: --map names column(s) {', '.join(missing)} that the file does not "
+                           f"have (columns: {', '.join(shaped.columns)})")
+        records, wheres, row_problems = shaped.records, shaped.wheres, shaped.problems
         if semantic and records:
             _semantic(kind, records, wheres, row_problems, limits, evals, seen)
         for index, rec in enumerate(records):
@@ -187,15 +183,107 @@ def check_chunks(source: str, kind: str, *, mapping: dict[str, str] | None = Non
             total.good += chunk.good
             total.bad += chunk.bad
             total.problems += chunk.problems
-        last = chunk.read < CHUNK
         if last:
             (total if keep else chunk).stats = tally.stats(semantic)
         if not keep:
             yield chunk
-        if last:
-            break
     if keep:
         yield total
+
+
+# ------------------------------------------------------------------ rows -> records (here or in workers)
+
+
+@dataclass
+class _Shaped:
+    """A chunk of rows made into records of a kind, with their own (non cross-record) problems.
+    Plain data, so that a worker process can make it and send it back."""
+
+    read: int = 0
+    records: list[dict] = field(default_factory=list)
+    wheres: list[str] = field(default_factory=list)
+    problems: dict[int, list] = field(default_factory=dict)  # index in records -> [(field, message, code)]
+    unreadable: list[tuple] = field(default_factory=list)  # (where, problems, raw) of rows that did not parse
+    columns: list[str] | None = None  # the first parsed row's columns (for --map and missing-field hints)
+
+
+def _shape(rows, kind: str, mapping: dict | None, stamp: str | None, columns: list[str] | None = None) -> _Shaped:
+    shaped = _Shaped(columns=columns)
+    for row in rows:
+        shaped.read += 1
+        if row.data is None:
+            shaped.unreadable.append((row.where, row.problems, row.raw))
+            continue
+        if shaped.columns is None:
+            shaped.columns = list(row.data)
+        rec, problems = to_record(kind, row.data, mapping=mapping, source=stamp, where=row.where)
+        problems += schema_problems(kind, rec, columns=shaped.columns)
+        if problems:
+            shaped.problems[len(shaped.records)] = problems
+        shaped.records.append(rec)
+        shaped.wheres.append(row.where)
+    return shaped
+
+
+def _shaped_here(rows, shape_args) -> Iterator[_Shaped]:
+    rows, columns = iter(rows), None
+    while True:
+        shaped = _shape(itertools.islice(rows, CHUNK), *shape_args, columns)
+        columns = shaped.columns
+        yield shaped
+        if shaped.read < CHUNK:
+            return
+
+
+def _shape_block(lines: list[bytes], first_number: int, shape_args) -> _Shaped:
+    """In a worker: one block of a JSON Lines file, parsed and shaped."""
+    return _shape(jsonl_rows(lines, first_number), *shape_args)
+
+
+def _auto_workers(source: str) -> int:
+    import os
+
+    try:
+        big = source.lower().endswith((".jsonl", ".ndjson")) and os.path.getsize(source) >= PARALLEL_FROM_BYTES
+    except OSError:
+        return 1  # read_rows says what is wrong with it
+    return min(os.cpu_count() or 1, 4) if big else 1
+
+
+def _shaped_by_workers(source: str, shape_args, workers: int) -> Iterator[_Shaped]:
+    """Blocks of CHUNK lines parsed in ``workers`` processes, handed back in file order, with one block per worker
+    and one more in flight (memory stays flat). Spawned, not forked: polars' threads do not
+    survive a fork."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    from builder.progress import progress
+
+    try:
+        f = open(readable_file(source), "rb")
+    except OSError as e:
+        raise BadInput(f"{source}: cannot read it ({e.strerror or e}); check its permissions") from None
+    with f, ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        lines = progress(f, f"reading {source}", unit="line")
+        pending, number, more = deque(), 1, True
+        while more or pending:
+            while more and len(pending) <= workers:
+                block = list(itertools.islice(lines, CHUNK))
+                more = len(block) == CHUNK
+                pending.append(pool.submit(_shape_block, block, number, shape_args))
+                number += len(block)
+            yield pending.popleft().result()
+
+
+def _with_last(items: Iterator) -> Iterator[tuple[object, bool]]:
+    """(item, is it the last one), looking one item ahead."""
+    items = iter(items)
+    previous = next(items)
+    for item in items:
+        yield previous, False
+        previous = item
+    yield previous, True
 
 
 def _quarantine(result: Result, where: str, problems: list[tuple[str, str, str]], *, record=None, raw=None) -> None:
@@ -209,33 +297,66 @@ def _quarantine(result: Result, where: str, problems: list[tuple[str, str, str]]
 
 
 class FirstSeen:
-    """First occurrences of 64-bit hashes with the row they came from (16 bytes per distinct record),
-    as sorted numpy arrays: duplicate checks across chunks without keeping any record."""
+    """First occurrences of 64-bit hashes with the row they came from (12 bytes per distinct record),
+    as sorted numpy runs: duplicate checks across chunks without keeping any record. New hashes go
+    into the open run (adding copies at most RUN entries, never the whole history); a full run moves
+    to a temporary file and is searched through the page cache, its pages dropped from this process
+    after each search, so memory stays flat whatever the number of records."""
+
+    RUN = 1 << 20
 
     def __init__(self):
-        import numpy as np
+        self.full: list[tuple] = []  # (hashes, rows) mapped from the spill file; a hash is in one run at most
+        self.open = None  # (hashes, rows) in memory, sorted by hash
+        self._spill = None  # the temporary file (deleted when closed, or when the process dies)
+        self._maps: list = []
 
-        self.hashes = np.empty(0, np.uint64)
-        self.rows = np.empty(0, np.int64)
+    @property
+    def runs(self) -> list[tuple]:
+        return self.full + ([self.open] if self.open is not None else [])
 
     def earlier_rows(self, hashes, rows):
         """For each hash (in order): the row where it was first seen before, else -1. Remembers the new ones."""
         import numpy as np
 
         earlier = np.full(len(hashes), -1, np.int64)
-        if len(self.hashes):
-            pos = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
-            hit = self.hashes[pos] == hashes
-            earlier[hit] = self.rows[pos[hit]]
+        for run_hashes, run_rows in self.runs:
+            pos = np.minimum(np.searchsorted(run_hashes, hashes), len(run_hashes) - 1)
+            hit = run_hashes[pos] == hashes
+            earlier[hit] = run_rows[pos[hit]]
+        for mapped in self._maps:
+            mapped.madvise(__import__("mmap").MADV_DONTNEED)  # clean file pages: dropped, re-read on demand
         fresh = np.flatnonzero(earlier < 0)
         unique, first, inverse = np.unique(hashes[fresh], return_index=True, return_inverse=True)
         first_row = rows[fresh][first]
         repeat = first[inverse] != np.arange(len(fresh))  # repeats inside this batch
         earlier[fresh[repeat]] = first_row[inverse[repeat]]
-        merged = np.concatenate([self.hashes, unique])
-        order = np.argsort(merged, kind="stable")
-        self.hashes, self.rows = merged[order], np.concatenate([self.rows, first_row])[order]
+        run_hashes, run_rows = self.open or (np.empty(0, np.uint64), np.empty(0, np.uint32))  # rows: up to 4 billion
+        at = np.searchsorted(run_hashes, unique)
+        self.open = (np.insert(run_hashes, at, unique), np.insert(run_rows, at, first_row.astype(np.uint32)))
+        if len(self.open[0]) >= self.RUN:
+            self._move_to_disk(*self.open)
+            self.open = None
         return earlier
+
+    def _move_to_disk(self, hashes, rows) -> None:
+        import mmap
+        import tempfile
+
+        import numpy as np
+
+        if self._spill is None:
+            self._spill = tempfile.TemporaryFile(prefix="builder-seen-")
+        offset = self._spill.seek(0, 2)
+        self._spill.write(hashes.tobytes() + rows.tobytes() + bytes(-rows.nbytes % 8))  # the next run 8-aligned
+        self._spill.flush()
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY  # mmap offsets must be page-aligned
+        mapped = mmap.mmap(self._spill.fileno(), offset - start + hashes.nbytes + rows.nbytes,
+                           access=mmap.ACCESS_READ, offset=start)
+        self._maps.append(mapped)
+        n = len(hashes)
+        self.full.append((np.frombuffer(mapped, np.uint64, n, offset - start),
+                          np.frombuffer(mapped, np.uint32, n, offset - start + hashes.nbytes)))
 
     def count_repeats(self, ids: list[str]) -> int:
         """How many of these record ids were seen before (here or in an earlier call)."""
@@ -252,6 +373,8 @@ class _SeenSoFar:
 
 
 def _where_number(where: str) -> int:
+    if where.isdigit():  # a JSON Lines line number: the common case, without a regex
+        return int(where)
     digits = re.search(r"\d+", where)
     return int(digits.group()) if digits else 0
 

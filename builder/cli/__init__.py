@@ -52,8 +52,9 @@ def say(message: str) -> None:
 def report_problems(problems, limit: int) -> None:
     for problem in problems[:limit]:
         say(str(problem))
-    if len(problems) > limit:
-        say(f"... and {len(problems) - limit} more problems (all of them are in the --rejects file)")
+    total = getattr(problems, "total", len(problems))  # FirstProblems keeps only the first ones
+    if total > limit:
+        say(f"... and {total - limit} more problems (all of them are in the --rejects file)")
 
 
 def command(fn):

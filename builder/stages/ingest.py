@@ -6,7 +6,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from builder.config import StageConfig
-from builder.errors import BadInput
+from builder.errors import BadInput, FirstProblems
 from builder.records import atomic_outputs, distinct_outputs, kind_of, parse_mapping, record_writer, text_fields
 from builder.stages.base import StageIO, StageResult
 from builder.validate import FirstSeen, check_chunks
@@ -36,7 +36,7 @@ def run(config: Config, io: StageIO) -> StageResult:
     kind = kind_of(config.kind)
     mapping = parse_mapping(config.map)
     distinct_outputs(out=io.out, rejects=io.rejects)
-    problems, per_source, written, bad = [], [], 0, 0
+    problems, per_source, written, bad = FirstProblems(), [], 0, 0
     seen, duplicates = FirstSeen(), 0
     empty = dict.fromkeys(text_fields(kind), 0)
     with atomic_outputs(), contextlib.ExitStack() as files:
@@ -56,7 +56,7 @@ def run(config: Config, io: StageIO) -> StageResult:
                 good_out.extend(chunk.good)
                 if bad_out is not None:
                     bad_out.extend(chunk.bad)
-                problems += chunk.problems
+                problems.add(chunk.problems)
                 source_good, source_bad = source_good + len(chunk.good), source_bad + len(chunk.bad)
                 duplicates += seen.count_repeats([rec["id"] for rec in chunk.good])
                 for name in empty:
@@ -67,7 +67,7 @@ def run(config: Config, io: StageIO) -> StageResult:
     counted += [f"{n} with empty {name}" for name, n in empty.items() if n]
     notes = [f"note: {', '.join(counted)}; `builder validate {io.out}` quarantines them"] if counted else []
     if problems:
-        notes.append(f"error: {len(problems)} problems in {bad} rows; the {written} good records were written to "
+        notes.append(f"error: {problems.total} problems in {bad} rows; the {written} good records were written to "
                      f"{io.out}" + (f" and the bad rows to {io.rejects}" if io.rejects else
                                     "; add --rejects BAD.jsonl to keep the bad rows"))
     return StageResult("ingest", read=written + bad, out=io.out, notes=notes, problems=problems,

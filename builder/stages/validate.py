@@ -6,7 +6,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from builder.config import StageConfig
-from builder.errors import BadInput
+from builder.errors import BadInput, FirstProblems
 from builder.records import atomic_outputs, distinct_outputs, guess_kind, kind_of, parse_mapping, record_writer
 from builder.stages.base import StageIO, StageResult, write_json
 from builder.validate import Limits, check_chunks
@@ -57,7 +57,7 @@ def run(config: Config, io: StageIO) -> StageResult:
     kind = kind_of(config.kind) if config.kind else guess_kind(path)
     # Eval files are not checked against eval suites: they would all "leak" themselves.
     against = [] if kind == "eval" else list(config.against)
-    problems = []
+    problems = FirstProblems(max(1000, config.max_problems_shown))
     with atomic_outputs(), contextlib.ExitStack() as outputs:
         # Written chunk by chunk as they are checked: memory stays flat on any file size.
         good = outputs.enter_context(record_writer(io.out, kind)) if io.out is not None else None
@@ -67,7 +67,7 @@ def run(config: Config, io: StageIO) -> StageResult:
                 good.extend(chunk.good)
             if bad is not None:
                 bad.extend(chunk.bad)
-            problems += chunk.problems
+            problems.add(chunk.problems)
         stats = chunk.stats
         # Not one record of this kind's shape (only missing fields and ids of other content): the wrong --kind.
         if config.kind and stats["read"] and not stats["good"] and set(stats["problems_by_reason"]) <= SHAPE_PROBLEMS:
