@@ -145,3 +145,23 @@ def cache_key(identity: dict, request: Request) -> str:
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+# The two ways a call can fail, shared by the online client and the Batch API.
+class Retryable(Exception):
+    """A failure worth another try. ``hopeless``: retrying the same URL will not help (refused, DNS, TLS):
+    a few quick tries, then the run stops when no other URL is left."""
+
+    def __init__(self, reason: str, raw: str | None = None, retry_after: float | None = None,
+                 endpoint_fault: bool = True, hopeless: bool = False):
+        super().__init__(reason)
+        self.reason, self.raw, self.retry_after, self.endpoint_fault = reason, raw, retry_after, endpoint_fault
+        self.hopeless = hopeless
+
+
+class Rejected(Exception):
+    """The server refused this request for good (400, 422, ...): no retry."""
+
+    def __init__(self, reason: str, raw: str | None = None):
+        super().__init__(reason)
+        self.reason, self.raw = reason, raw

@@ -8,15 +8,17 @@ it already paid for and polls it again instead of creating a new one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
 from collections.abc import Sequence
 
 from builder.errors import RunFailed
-from builder.llm.base import Emit, Failure, Request, RunStats
-from builder.llm.openai import BATCH_LIMIT, Retryable, input_hash
+from builder.llm.base import Emit, Failure, Request, Retryable, RunStats
 from builder.llm.pricing import BATCH_DISCOUNT
+
+BATCH_LIMIT = 50_000  # requests per batch file (OpenAI's limit)
 
 FINAL = {"completed", "failed", "expired", "cancelled"}
 
@@ -125,3 +127,7 @@ def _result(backend, r: Request, row: dict, stats: RunStats):
         stats.completion_tokens += result.completion_tokens
         stats.cost_usd += result.cost_usd
     return result
+
+
+def input_hash(lines: list[str]) -> str:
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
