@@ -149,7 +149,7 @@ def check_chunks(source: str, kind: str, *, mapping: dict[str, str] | None = Non
     seen = _SeenSoFar() if semantic else None
     evals = eval_prompts(against) if semantic and against else None
     columns: list[str] | None = None
-    from builder.progress import progress
+    from builder.console import progress
 
     rows = progress(read_rows(source) if rows is None else rows, f"reading {source}")
     while True:
