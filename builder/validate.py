@@ -157,7 +157,7 @@ def check_chunks(source: str, kind: str, *, mapping: dict[str, str] | None = Non
     if workers > 1 and rows is None:
         shaped_chunks = _shaped_by_workers(source, shape_args, workers)
     else:
-        from builder.progress import progress
+        from builder.console import progress
 
         shaped_chunks = _shaped_here(progress(read_rows(source) if rows is None else rows, f"reading {source}"), shape_args)
     for shaped, last in _with_last(shaped_chunks):
@@ -258,7 +258,7 @@ def _shaped_by_workers(source: str, shape_args, workers: int) -> Iterator[_Shape
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
-    from builder.progress import progress
+    from builder.console import progress
 
     try:
         f = open(readable_file(source), "rb")

@@ -13,13 +13,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "builder"
 
-# Cycles another helper is removing (helper "llm" owns builder/llm/*). Each entry must still be a real
-# cycle: the second test fails once it is gone, so the entry gets deleted rather than lingering.
-PENDING: set[frozenset[str]] = {
-    frozenset({"builder.llm", "builder.llm.runner"}),
-}
-
-
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -90,11 +83,5 @@ def test_cycle_finder_finds_a_cycle():
 
 
 def test_no_import_cycles():
-    found = cycles(import_graph())
-    new = [sorted(c) for c in found - PENDING]
-    assert not new, f"import cycles in builder/: {new}; move the shared code to the lower module"
-
-
-def test_pending_cycles_still_exist():
-    gone = [sorted(c) for c in PENDING - cycles(import_graph())]
-    assert not gone, f"these cycles are fixed; delete them from PENDING in tests/test_imports.py: {gone}"
+    found = [sorted(c) for c in cycles(import_graph())]
+    assert not found, f"import cycles in builder/: {found}; move the shared code to the lower module"

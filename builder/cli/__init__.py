@@ -4,7 +4,7 @@ Heavy libraries (polars, jsonschema, torch, datasets, openai) are imported insid
 need them, so `builder --help` answers instantly. Exit codes: 0 success, 1 the run failed, 2 bad
 usage or bad input (the message names file, line or record, and field).
 
-This module holds ``app`` and what every command shares (``command``, ``say``, the common options,
+This module holds ``app`` and what every command shares (``command``, the common options,
 ``finish``, ``stage_io``, ``llm_stage``); the commands live in theme modules (THEMES below): data.py
 (ingest ... pairs, show), cache.py, train.py, evaluate.py, publish.py.
 """
@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from builder import __version__
+from builder import __version__, console
 from builder.errors import BadInput, DryRun, RunFailed, Terminated
 
 app = typer.Typer(
@@ -44,17 +44,12 @@ def main(
     """Build, check and version the data that makes language models safer."""
 
 
-def say(message: str) -> None:
-    """Operator messages go to stderr so stdout stays clean for pipes."""
-    typer.echo(message, err=True)
-
-
 def report_problems(problems, limit: int) -> None:
     for problem in problems[:limit]:
-        say(str(problem))
+        console.info(problem)
     total = getattr(problems, "total", len(problems))  # FirstProblems keeps only the first ones
     if total > limit:
-        say(f"... and {total - limit} more problems (all of them are in the --rejects file)")
+        console.info(f"... and {total - limit} more problems (all of them are in the --rejects file)")
 
 
 def command(fn):
@@ -67,16 +62,16 @@ def command(fn):
             return fn(*args, **kwargs)
         except BadInput as e:
             report_problems(e.problems, 50)
-            say(f"error: {e}")
+            console.error(e)
             raise typer.Exit(2) from None
         except RunFailed as e:
-            say(f"error: {e}")
+            console.error(e)
             raise typer.Exit(1) from None
         except DryRun as e:
-            say(str(e))
+            console.info(e)
         except KeyboardInterrupt as e:
             what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-            say(f"{what}; completed work is stored: rerun the same command to resume")
+            console.info(f"{what}; completed work is stored: rerun the same command to resume")
             raise typer.Exit(getattr(e, "exit_code", 130)) from None
 
     return wrapper
@@ -158,7 +153,7 @@ def finish(result, problems_shown: int = 50) -> None:
     """Print a stage's input problems (the first ``problems_shown``), its summary (and its notes: the
     LLM summary, errors) and exit with its code."""
     report_problems(result.problems, problems_shown)
-    say(result.summary())
+    console.info(result.summary())
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 

@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from builder.cli import app, command, say
+from builder import console
+from builder.cli import app, command
 from builder.errors import BadInput
 
 cache_app = typer.Typer(help="The LLM completion cache ($BUILDER_CACHE or ~/.cache/builder).\n\nExample: builder cache stats",
@@ -62,13 +63,13 @@ def cache_prune(
             doomed = cache.prunable(**which)
             for backend, name, n in doomed:
                 typer.echo(f"  {backend:7} {name}: {n}")
-            say(f"would remove {sum(n for *_, n in doomed)} cached completions from {cache.path}; "
+            console.info(f"would remove {sum(n for *_, n in doomed)} cached completions from {cache.path}; "
                 "add --yes to remove them")
             return
         removed = cache.prune(**which)
     finally:
         cache.close()
-    say(f"removed {removed} cached completions from {cache.path}")
+    console.info(f"removed {removed} cached completions from {cache.path}")
 
 
 @cache_app.command("model")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from builder.cli import (GEN_FLAGS, LLM_FLAGS, DryRunOpt, LimitOpt, MetricsOpt, NoCacheOpt, OutOpt, RejectsOpt, app,
-                         command, finish, say, stage_io)
+                         command, finish, stage_io)
 
 
 def _llm_options(fn):

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from builder.cli import app, command, say
+from builder import console
+from builder.cli import app, command
 
 LicenseOpt = Annotated[Optional[str], typer.Option("--license", help="Licence id (e.g. cc-by-nc-4.0) when the sources' licence is not known.")]
 MetricsOpt = Annotated[Path, typer.Option("--metrics", help="Folder of the stage metrics files the card counts from.")]
@@ -28,7 +29,7 @@ def card(
     """
     from builder.publish.card import write_card
 
-    say(f"card: {write_card(path, out, license=license, metrics_dir=metrics)}")
+    console.info(f"card: {write_card(path, out, license=license, metrics_dir=metrics)}")
 
 
 @app.command()
@@ -77,4 +78,4 @@ def publish(
     """
     from builder.publish.hub import publish as push
 
-    push(target, repo, tag=tag, public=public, dry_run=dry_run, license=license, metrics_dir=metrics, say=say)
+    push(target, repo, tag=tag, public=public, dry_run=dry_run, license=license, metrics_dir=metrics)

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from builder.cli import app, command, say
+from builder import console
+from builder.cli import app, command
 
 train_app = typer.Typer(
     help="LoRA fine-tuning on builder's outputs (TRL): sft on a mix, dpo on pairs, reverse (the Safer-Instruct "
@@ -34,7 +35,7 @@ def _train(mode: str, data: str, out: Path, model, adapter, max_steps, metrics, 
     config = TrainConfig.for_mode(mode, section("train"), model=model, adapter=adapter, max_steps=max_steps,
                                   keep_checkpoints=keep)
     result = run(config, StageIO(inputs=(data,), out=out, metrics=metrics))
-    say(result.summary())
+    console.info(result.summary())
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 

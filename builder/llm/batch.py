@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Sequence
 
+from builder import console
 from builder.errors import RunFailed
 from builder.llm.base import Emit, Failure, Request, Retryable, RunStats
 from builder.llm.pricing import BATCH_DISCOUNT
@@ -21,10 +21,6 @@ from builder.llm.pricing import BATCH_DISCOUNT
 BATCH_LIMIT = 50_000  # requests per batch file (OpenAI's limit)
 
 FINAL = {"completed", "failed", "expired", "cancelled"}
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def run_batch(backend, items: Sequence[tuple[str, Request]], emit: Emit, stats: RunStats, store=None) -> None:
@@ -52,7 +48,7 @@ def run_batch(backend, items: Sequence[tuple[str, Request]], emit: Emit, stats: 
             known = store.batch_for(digest)
             if known and known[2] not in ("failed", "expired", "cancelled"):
                 batch_id = known[0]
-                _say(f"batch: resuming {batch_id} ({len(chunk)} requests)")
+                console.info(f"batch: resuming {batch_id} ({len(chunk)} requests)")
             else:
                 folder = cache_dir() / "batches"
                 folder.mkdir(parents=True, exist_ok=True)
@@ -65,7 +61,7 @@ def run_batch(backend, items: Sequence[tuple[str, Request]], emit: Emit, stats: 
                 batch_id = batch.id
                 store.remember_batch(digest, batch_id, url, batch.status)
                 stats.sent += 1
-                _say(f"batch: created {batch_id} with {len(chunk)} requests (input {file}); "
+                console.info(f"batch: created {batch_id} with {len(chunk)} requests (input {file}); "
                      "rerun the same command to resume polling it if this process stops")
             batch = _poll(client, batch_id, backend.spec.batch_poll_s)
             store.remember_batch(digest, batch_id, url, batch.status)
@@ -103,7 +99,7 @@ def _poll(client, batch_id: str, every: float):
         counts = getattr(batch, "request_counts", None)
         status = f"{batch.status}" + (f" {counts.completed}/{counts.total} done, {counts.failed} failed" if counts else "")
         if status != last:
-            _say(f"batch {batch_id}: {status}")
+            console.info(f"batch {batch_id}: {status}")
             last = status
         if batch.status in FINAL:
             return batch

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from builder import console
 from builder.errors import BadInput, RunFailed
 from builder.llm.base import Completion, Emit, Failure, GenParams, Request, RunStats, now_iso
 from builder.llm.models import resolve
@@ -55,8 +55,8 @@ class HFBackend:
             if torch.cuda.is_available():
                 self.quant = wanted
             else:
-                print(f"warning: load_in_{wanted} needs a CUDA GPU (bitsandbytes); none found, so the model is "
-                      "loaded in fp32 on the CPU instead", file=sys.stderr)
+                console.warning(f"load_in_{wanted} needs a CUDA GPU (bitsandbytes); none found, so the model is "
+                                "loaded in fp32 on the CPU instead")
         self._identity = None
         self.model = None
         self.tokenizer = None
@@ -197,7 +197,6 @@ class HFBackend:
         if not items:
             return
         self._load()
-        from builder.progress import progress  # noqa: F401  (the runner draws the bar)
 
         generate = [(ck, r) for ck, r in items if r.choices is None]
         score = [(ck, r) for ck, r in items if r.choices is not None]

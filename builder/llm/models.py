@@ -16,6 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder import console
 from builder.errors import BadInput, RunFailed
 
 # name -> (pip package that ships the file, file name inside it)
@@ -115,9 +116,7 @@ def converted_dir(name: str) -> Path:
 
 
 def _convert(source: Path, out: Path) -> None:
-    import sys
-
-    print(f"converting the packaged model {source.name} once into {out.parent} (about 20 s)...", file=sys.stderr)
+    console.info(f"converting the packaged model {source.name} once into {out.parent} (about 20 s)...")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from builder import console
 from builder.errors import DryRun, RunFailed
 from builder.llm.base import Completion, Failure, Request, RunStats, cache_key
+from builder.llm.outcome import Outcome, Summary
 
 
 def make_backend(spec):
@@ -62,7 +63,6 @@ def _estimate(spec, identity: dict, todo, total: int, cached: int, desc: str) ->
 
 
 def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_path=None, cache=None, backend=None):
-    from builder.llm import Outcome, Summary
     from builder.llm.cache import Cache, CacheWriteFailed
 
     started = time.monotonic()
@@ -105,10 +105,11 @@ def run(spec, requests: list[Request], *, use_cache=True, desc="llm", rejects_pa
         leased_set = set(leased)
         elsewhere = [] if stopped else [ck for ck in by_ck if ck not in hits and ck not in leased_set]  # in flight elsewhere
         if elsewhere:
-            print(f"{desc}: {len(elsewhere)} requests are in flight in another process sharing {store.path}: "
-                  "waiting for their answers instead of paying again", file=sys.stderr)
+            console.info(f"{desc}: {len(elsewhere)} requests are in flight in another process sharing {store.path}: "
+                         "waiting for their answers instead of paying again")
 
-        bar = _progress_bar(desc, total=len(requests), initial=summary.cached)
+        # rate, ETA and (in the postfix) the cost so far
+        bar = console.progress_bar(desc, len(requests), initial=summary.cached, unit="req", smoothing=0.05)
 
         def emit(ck: str, result: Completion | Failure):
             """Settle a result; returns the cache write's Future (None when nothing is written)."""
@@ -196,14 +197,6 @@ class RunStopped(RunFailed):
         self.outcome = outcome
 
 
-def _progress_bar(desc: str, total: int, initial: int):
-    """Rate, ETA and (in the postfix) cost so far, on stderr; silent when stderr is not a terminal."""
-    from tqdm import tqdm
-
-    return tqdm(desc=desc, total=total, initial=initial, unit="req", disable=None, dynamic_ncols=True,
-                mininterval=0.5, smoothing=0.05)
-
-
 def _settle(r: Request, result, completions: dict, failures: dict) -> None:
     if isinstance(result, Completion):
         failures.pop(r.key, None)
@@ -224,4 +217,4 @@ def write_rejects(path, requests: list[Request], failures: dict[str, Failure]) -
             else:
                 row["messages"] = [{"role": a, "content": b} for a, b in r.messages]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"{len(requests)} failed requests written to {path} with their reasons", file=sys.stderr)
+    console.info(f"{len(requests)} failed requests written to {path} with their reasons")

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder import console
 from builder.errors import BadInput, RunFailed
 
 ATTEMPTS = 4  # network calls are retried with 1, 2, 4 s pauses
@@ -159,7 +160,7 @@ def plan(api, repo: str, tag: str, public: bool, files: dict[str, Path]) -> Plan
 
 
 def publish(target: str, repo: str, *, tag: str | None = None, public: bool = False, dry_run: bool = False,
-            license: str | None = None, metrics_dir: Path = Path("metrics"), say=print) -> Plan:
+            license: str | None = None, metrics_dir: Path = Path("metrics"), say=console.info) -> Plan:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 
     source = resolve_target(target)

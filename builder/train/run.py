@@ -25,6 +25,7 @@ import os
 import shutil
 from pathlib import Path
 
+from builder import console
 from builder.errors import BadInput
 from builder.stages.base import StageIO, StageResult, as_jsonable
 from builder.train.config import TrainConfig
@@ -62,7 +63,7 @@ def run(config: TrainConfig, io: StageIO) -> StageResult:
         raise BadInput(f"--data {io.input}: train.cutoff {config.cutoff} tokens leaves no completion in any example "
                        "(the prompt, with the chat template, fills it); raise train.cutoff")
     if last:
-        _say(f"resuming from {last} (step {int(Path(last).name.split('-')[-1])})")
+        console.info(f"resuming from {last} (step {int(Path(last).name.split('-')[-1])})")
     output = trainer.train(resume_from_checkpoint=last)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     manifest = {
@@ -83,12 +84,6 @@ def run(config: TrainConfig, io: StageIO) -> StageResult:
                               f"in {out}; training metrics in {metrics_dir(io)}"])
 
 
-def _say(message: str) -> None:
-    import sys
-
-    print(message, file=sys.stderr, flush=True)
-
-
 def _version() -> str:
     from builder import __version__
 
@@ -104,7 +99,7 @@ def _check_hardware(config: TrainConfig) -> bool:
         raise BadInput(f"train.quantization {config.quantization} (bitsandbytes QLoRA) needs a CUDA GPU and this "
                        "machine has none; set train.quantization: none (fp32 LoRA, what CPUs train) or run on a GPU")
     if config.precision == "bf16" and not cuda:
-        _say("warning: train.precision bf16 on CPU is 16-27x slower than fp32 here; precision: auto picks fp32")
+        console.warning("train.precision bf16 on CPU is 16-27x slower than fp32 here; precision: auto picks fp32")
     return cuda
 
 
@@ -121,7 +116,7 @@ def _resumable_checkpoint(folder: Path, fingerprint: dict) -> str | None:
         if last:
             return last
         if not same:
-            _say(f"{folder}: checkpoints of a run with other data or params; starting afresh")
+            console.info(f"{folder}: checkpoints of a run with other data or params; starting afresh")
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     stamp.write_text(text, encoding="utf-8")
