@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
-from builder.errors import BadInput, Problem
+from builder.errors import BadInput, Problem, RunFailed
 from builder.records import guess_kind, jsonl_rows, kind_of, read_rows, readable_file, schema, text_fields, to_record
 from builder.stages.base import Reject
 
@@ -120,6 +120,10 @@ def schema_problems(kind: str, rec: dict, *, columns: list[str] | None = None) -
 
 CHUNK = 20_000  # records held at once (a few in flight with workers): memory stays flat whatever the file size
 PARALLEL_FROM_BYTES = 32 << 20  # a JSON Lines file this big is parsed by worker processes (one per core)
+# Workers are spawned, and spawning imports the caller's __main__ again: harmless for builder's CLI (the
+# CLI sets this), not for a user's script without an `if __name__ == "__main__"` guard, so library
+# callers get workers only when they ask for them (``workers=N``).
+AUTO_WORKERS = False
 
 
 def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, semantic: bool = True,
@@ -243,6 +247,8 @@ def _shape_block(lines: list[bytes], first_number: int, shape_args) -> _Shaped:
 def _auto_workers(source: str) -> int:
     import os
 
+    if not AUTO_WORKERS:
+        return 1
     try:
         big = source.lower().endswith((".jsonl", ".ndjson")) and os.path.getsize(source) >= PARALLEL_FROM_BYTES
     except OSError:
@@ -257,6 +263,7 @@ def _shaped_by_workers(source: str, shape_args, workers: int) -> Iterator[_Shape
     import multiprocessing
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     from builder.console import progress
 
@@ -273,7 +280,11 @@ def _shaped_by_workers(source: str, shape_args, workers: int) -> Iterator[_Shape
                 more = len(block) == CHUNK
                 pending.append(pool.submit(_shape_block, block, number, shape_args))
                 number += len(block)
-            yield pending.popleft().result()
+            try:
+                yield pending.popleft().result()
+            except BrokenProcessPool:
+                raise RunFailed(f"{source}: a parser process died (out of memory?); nothing was written; "
+                                "free memory and rerun") from None
 
 
 def _with_last(items: Iterator) -> Iterator[tuple[object, bool]]:

@@ -42,6 +42,9 @@ def main(
                                                     help="Print the version and exit.")] = None,
 ) -> None:
     """Build, check and version the data that makes language models safer."""
+    from builder import validate
+
+    validate.AUTO_WORKERS = True  # big JSON Lines files are parsed on every core (see validate.AUTO_WORKERS)
 
 
 def report_problems(problems, limit: int) -> None:
