@@ -107,12 +107,14 @@ def test_cache_cli_stats_and_prune(fresh_cache):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 192 KB tmpfs: the cache's WAL fills it after a few dozen commits (root only; skipped otherwise)."""
+    """A 320 KB tmpfs: the leases of 600 prompts take about half of it, and the cache's WAL fills the rest
+    after a few dozen commits (at 192 KB a run sometimes could not store even its first completion)
+    (root only; skipped otherwise)."""
     import subprocess
 
     mount = tmp_path / "small"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a size-limited tmpfs here (needs root)")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
