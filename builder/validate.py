@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from builder.errors import BadInput, Problem, RunFailed
-from builder.records import guess_kind, jsonl_rows, kind_of, read_rows, readable_file, schema, text_fields, to_record
+from builder.records import cannot_read, guess_kind, jsonl_rows, kind_of, read_rows, readable_file, schema, text_fields, to_record
 from builder.stages.base import Reject
 
 # Normalisation for near-duplicates and contamination: case, punctuation and spacing do not count.
@@ -119,11 +119,8 @@ def schema_problems(kind: str, rec: dict, *, columns: list[str] | None = None) -
 # ------------------------------------------------------------------------------------------- check
 
 CHUNK = 20_000  # records held at once (a few in flight with workers): memory stays flat whatever the file size
-PARALLEL_FROM_BYTES = 32 << 20  # a JSON Lines file this big is parsed by worker processes (one per core)
-# Workers are spawned, and spawning imports the caller's __main__ again: harmless for builder's CLI (the
-# CLI sets this), not for a user's script without an `if __name__ == "__main__"` guard, so library
-# callers get workers only when they ask for them (``workers=N``).
-AUTO_WORKERS = False
+PARALLEL_FROM_BYTES = 32 << 20  # under the CLI, a JSON Lines file this big is parsed by worker processes
+MAX_WORKERS = 4  # past this the main process (cross-record checks, writing) is the bottleneck
 
 
 def check(source: str, kind: str, *, mapping: dict[str, str] | None = None, semantic: bool = True,
@@ -164,14 +161,17 @@ def check_chunks(source: str, kind: str, *, mapping: dict[str, str] | None = Non
         from builder.console import progress
 
         shaped_chunks = _shaped_here(progress(read_rows(source) if rows is None else rows, f"reading {source}"), shape_args)
+    mapping_checked = not mapping
     for shaped, last in _with_last(shaped_chunks):
         chunk = Result(source, kind, stage, read=shaped.read)
         for where, problems, raw in shaped.unreadable:
             _quarantine(chunk, where, problems, raw=raw)
-        missing = [old for old in (mapping or {}) if shaped.columns is not None and old not in shaped.columns]
-        if missing:
-            raise BadInput(f"{source}: --map names column(s) {', '.join(missing)} that the file does not "
-                           f"have (columns: {', '.join(shaped.columns)})")
+        if not mapping_checked and shaped.columns is not None:  # on the file's first parsed row
+            mapping_checked = True
+            missing = [old for old in mapping if old not in shaped.columns]
+            if missing:
+                raise BadInput(f"{source}: --map names column(s) {', '.join(missing)} that the file does not "
+                               f"have (columns: {', '.join(shaped.columns)})")
         records, wheres, row_problems = shaped.records, shaped.wheres, shaped.problems
         if semantic and records:
             _semantic(kind, records, wheres, row_problems, limits, evals, seen)
@@ -247,13 +247,15 @@ def _shape_block(lines: list[bytes], first_number: int, shape_args) -> _Shaped:
 def _auto_workers(source: str) -> int:
     import os
 
-    if not AUTO_WORKERS:
+    import builder
+
+    if not builder.RUNNING_AS_CLI:  # library callers ask for workers (see builder.RUNNING_AS_CLI)
         return 1
     try:
         big = source.lower().endswith((".jsonl", ".ndjson")) and os.path.getsize(source) >= PARALLEL_FROM_BYTES
     except OSError:
         return 1  # read_rows says what is wrong with it
-    return min(os.cpu_count() or 1, 4) if big else 1
+    return min(os.cpu_count() or 1, MAX_WORKERS) if big else 1
 
 
 def _shaped_by_workers(source: str, shape_args, workers: int) -> Iterator[_Shaped]:
@@ -270,7 +272,7 @@ def _shaped_by_workers(source: str, shape_args, workers: int) -> Iterator[_Shape
     try:
         f = open(readable_file(source), "rb")
     except OSError as e:
-        raise BadInput(f"{source}: cannot read it ({e.strerror or e}); check its permissions") from None
+        raise cannot_read(source, e) from None
     with f, ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         lines = progress(f, f"reading {source}", unit="line")
         pending, number, more = deque(), 1, True
@@ -328,6 +330,8 @@ class FirstSeen:
 
     def earlier_rows(self, hashes, rows):
         """For each hash (in order): the row where it was first seen before, else -1. Remembers the new ones."""
+        import mmap
+
         import numpy as np
 
         earlier = np.full(len(hashes), -1, np.int64)
@@ -336,7 +340,7 @@ class FirstSeen:
             hit = run_hashes[pos] == hashes
             earlier[hit] = run_rows[pos[hit]]
         for mapped in self._maps:
-            mapped.madvise(__import__("mmap").MADV_DONTNEED)  # clean file pages: dropped, re-read on demand
+            mapped.madvise(mmap.MADV_DONTNEED)  # clean file pages: dropped, re-read on demand
         fresh = np.flatnonzero(earlier < 0)
         unique, first, inverse = np.unique(hashes[fresh], return_index=True, return_inverse=True)
         first_row = rows[fresh][first]

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import builder
 from builder import validate
 from builder.records import Unreadable, jsonl_rows, parse_json
 from builder.validate import check, check_chunks
@@ -91,7 +92,7 @@ def test_a_big_file_is_read_by_workers_with_the_same_result(tmp_path, monkeypatc
     serial = check(str(path), "preferences")
     monkeypatch.setattr(validate, "PARALLEL_FROM_BYTES", 0)
     assert validate._auto_workers(str(path)) == 1  # a library caller asks for workers explicitly
-    monkeypatch.setattr(validate, "AUTO_WORKERS", True)  # what the CLI sets
+    monkeypatch.setattr(builder, "RUNNING_AS_CLI", True)  # what the CLI sets
     assert validate._auto_workers(str(path)) > 1 or __import__("os").cpu_count() == 1
     parallel = check(str(path), "preferences")
     in_order = lambda bad: sorted(bad, key=lambda r: int(r["where"].rsplit(":", 1)[1]))

@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
+import builder
 from builder import __version__, console
 from builder.errors import BadInput, DryRun, RunFailed, Terminated
 
@@ -42,9 +43,7 @@ def main(
                                                     help="Print the version and exit.")] = None,
 ) -> None:
     """Build, check and version the data that makes language models safer."""
-    from builder import validate
-
-    validate.AUTO_WORKERS = True  # big JSON Lines files are parsed on every core (see validate.AUTO_WORKERS)
+    builder.RUNNING_AS_CLI = True  # big JSON Lines files may be parsed on every core
 
 
 def report_problems(problems, limit: int) -> None:

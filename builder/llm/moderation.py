@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 
 from builder.errors import BadInput
-from builder.llm.base import Completion, Request, now_iso
-from builder.llm.openai import OpenAIBackend, Retryable, _short
+from builder.llm.base import Completion, Request, Retryable, now_iso
+from builder.llm.openai import OpenAIBackend, _short
 
 DEFAULT_MODEL = "omni-moderation-latest"
 
