@@ -360,11 +360,15 @@ class FirstSeen:
 
         import numpy as np
 
-        if self._spill is None:
-            self._spill = tempfile.TemporaryFile(prefix="builder-seen-")
-        offset = self._spill.seek(0, 2)
-        self._spill.write(hashes.tobytes() + rows.tobytes() + bytes(-rows.nbytes % 8))  # the next run 8-aligned
-        self._spill.flush()
+        try:
+            if self._spill is None:
+                self._spill = tempfile.TemporaryFile(prefix="builder-seen-")
+            offset = self._spill.seek(0, 2)
+            self._spill.write(hashes.tobytes() + rows.tobytes() + bytes(-rows.nbytes % 8))  # the next run 8-aligned
+            self._spill.flush()
+        except OSError as e:
+            raise RunFailed(f"cannot write the duplicate index to {tempfile.gettempdir()} ({e.strerror or e}); "
+                            "free space there or point TMPDIR at a disk with room, then rerun") from None
         start = offset - offset % mmap.ALLOCATIONGRANULARITY  # mmap offsets must be page-aligned
         mapped = mmap.mmap(self._spill.fileno(), offset - start + hashes.nbytes + rows.nbytes,
                            access=mmap.ACCESS_READ, offset=start)

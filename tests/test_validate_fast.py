@@ -113,3 +113,26 @@ def test_duplicates_are_found_across_runs_of_remembered_hashes(monkeypatch):
     again = seen.earlier_rows(np.array([8, 5, 2, 4], np.uint64), np.array([10, 11, 12, 13]))
     assert again.tolist() == [9, 1, 6, -1]
     assert len(seen.runs) > 1 and sum(len(h) for h, _ in seen.runs) == 8
+
+
+def test_a_full_temp_disk_under_the_duplicate_index_is_a_clear_failure(tmp_path, monkeypatch):
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    from builder.errors import RunFailed
+    from builder.validate import FirstSeen
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a size-limited tmpfs here (needs root)")
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(mount))
+        monkeypatch.setattr(FirstSeen, "RUN", 4096)  # 48 KB per run: more than the disk holds
+        seen = FirstSeen()
+        with pytest.raises(RunFailed, match=f"cannot write the duplicate index to {mount}.*TMPDIR"):
+            seen.earlier_rows(np.arange(5000, dtype=np.uint64), np.arange(5000))
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
